@@ -1,0 +1,83 @@
+"""Result objects: what a run found, kept, rejected and wrote."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import List, Optional, Tuple
+
+from .scene import Scene
+
+
+@dataclass
+class SceneReport:
+    """One row of the scene report; `reason` says why a scene was rejected (or '')."""
+
+    scene: Scene
+    aoi_coverage: Optional[float] = None  # % of the AOI with data in this scene
+    aoi_cloud: Optional[float] = None  # % of the covered AOI pixels that are invalid
+    kept: bool = False
+    reason: str = ""
+    pixels_contributed: int = 0
+
+    def row(self) -> dict:
+        s = self.scene
+        return {
+            "id": s.id,
+            "collection": s.collection,
+            "datetime": s.datetime.isoformat(),
+            "platform": s.platform,
+            "tile": s.tile,
+            "scene_cloud": s.cloud_cover,
+            "aoi_coverage": None if self.aoi_coverage is None else round(self.aoi_coverage, 3),
+            "aoi_cloud": None if self.aoi_cloud is None else round(self.aoi_cloud, 3),
+            "kept": self.kept,
+            "reason": self.reason,
+            "pixels_contributed": self.pixels_contributed,
+        }
+
+
+@dataclass
+class SearchResult:
+    """Every scene the catalog returned, each with its verdict."""
+
+    reports: List[SceneReport]
+    notes: List[str] = field(default_factory=list)
+
+    @property
+    def kept(self) -> List[SceneReport]:
+        return [r for r in self.reports if r.kept]
+
+
+@dataclass
+class MosaicResult:
+    output: Path
+    report_json: Path
+    report_csv: Path
+    reports: List[SceneReport]
+    band_names: Tuple[str, ...]
+    crs: str
+    resolution: float
+    bounds: Tuple[float, float, float, float]
+    shape: Tuple[int, int]  # rows, cols
+    filled_fraction: float  # share of AOI pixels that got a value
+    stats: dict = field(default_factory=dict)  # bytes/requests/timings where known
+
+    def summary(self) -> dict:
+        d = asdict(self)
+        d["reports"] = [r.row() for r in self.reports]
+        d["output"], d["report_json"], d["report_csv"] = map(
+            str, (self.output, self.report_json, self.report_csv)
+        )
+        return d
+
+
+@dataclass
+class ClipRecord:
+    """One clear AOI clip written by the clear-clips mode."""
+
+    aoi_name: str
+    scene_id: str
+    datetime: str
+    aoi_cloud: float
+    path: Path

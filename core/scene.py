@@ -1,0 +1,61 @@
+"""A Sentinel-2 L2A scene as the engine sees it, independent of the catalog's dialect."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Mapping, Optional
+
+from shapely.geometry.base import BaseGeometry
+
+# Common names of the Sentinel-2 bands the engine can read, with their native pixel size.
+BAND_RESOLUTION = {
+    "coastal": 60, "blue": 10, "green": 10, "red": 10, "rededge1": 20, "rededge2": 20,
+    "rededge3": 20, "nir": 10, "nir08": 20, "nir09": 60, "swir16": 20, "swir22": 20,
+}
+SCL = "scl"
+VISUAL = "visual"
+
+
+@dataclass(frozen=True)
+class Radiometry:
+    """reflectance = DN * scale + offset, for DN > 0 (0 is nodata)."""
+
+    scale: float = 0.0001
+    offset: float = 0.0
+
+    def reflectance(self, dn):  # numpy array in, float32 array out
+        return dn.astype("float32") * self.scale + self.offset
+
+
+@dataclass(frozen=True)
+class Scene:
+    """One item of a catalog, normalised.
+
+    `assets` maps common band names ("red", "nir", ...) plus "scl" and "visual" to hrefs.
+    `pass_id` is the same for every tile of one satellite pass (platform + sensing
+    time), so overlapping tiles count as one observation.
+    """
+
+    id: str
+    collection: str
+    datetime: datetime
+    platform: str
+    tile: str
+    crs: str
+    footprint: BaseGeometry  # WGS84 (lon, lat), follows the valid data
+    assets: Mapping[str, str]
+    radiometry: Radiometry
+    cloud_cover: Optional[float] = None
+    relative_orbit: Optional[int] = None
+    processing_baseline: Optional[str] = None
+    sequence: int = 0
+    properties: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
+
+    @property
+    def pass_id(self) -> str:
+        return f"{self.platform}_{self.datetime.strftime('%Y%m%dT%H%M%S')}"
+
+    @property
+    def date(self):
+        return self.datetime.date()
