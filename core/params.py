@@ -52,7 +52,9 @@ class SearchParams:
         for name in ("max_scene_cloud", "max_aoi_cloud"):
             value = getattr(self, name)
             if not 0 <= value <= 100:
-                raise InvalidParameterError(f"{name} must be a percentage from 0 to 100, not {value}.")
+                raise InvalidParameterError(
+                    f"{name} must be a percentage from 0 to 100, not {value}."
+                )
         bad = sorted(set(self.invalid_scl) - set(range(12)))
         if bad:
             raise InvalidParameterError(f"SCL classes run from 0 to 11; {bad} is not one.")
@@ -60,7 +62,8 @@ class SearchParams:
             raise InvalidParameterError("The cloud mask dilation cannot be negative.")
         if not self.catalog_url.startswith(("http://", "https://")):
             raise InvalidParameterError(
-                f"The catalog must be a STAC API URL starting with http(s)://, not {self.catalog_url!r}."
+                "The catalog must be a STAC API URL starting with http(s)://, "
+                f"not {self.catalog_url!r}."
             )
         if self.max_workers < 1:
             raise InvalidParameterError("max_workers must be at least 1.")
@@ -71,6 +74,7 @@ class MosaicParams(SearchParams):
     """Search parameters plus what to build and where to write it."""
 
     output: Optional[Path] = None
+    report_csv: Optional[Path] = None  # default: <output stem>.report.csv (JSON beside it)
     bands: Tuple[str, ...] = ("red", "green", "blue")
     method: Method = Method.BEST
     percentile: float = 25.0
@@ -91,6 +95,8 @@ class MosaicParams(SearchParams):
         if self.output is None:
             raise InvalidParameterError("Choose an output file (.tif) for the mosaic.")
         self.output = Path(self.output)
+        if self.report_csv is not None:
+            self.report_csv = Path(self.report_csv)
         self.method = Method(self.method)
         self.output_type = OutputType(self.output_type)
         if not self.bands:
@@ -106,7 +112,9 @@ class MosaicParams(SearchParams):
                 "The 8-bit true colour output needs the bands red, green, blue (in that order)."
             )
         if not 0 <= self.percentile <= 100:
-            raise InvalidParameterError(f"The percentile must be from 0 to 100, not {self.percentile}.")
+            raise InvalidParameterError(
+                f"The percentile must be from 0 to 100, not {self.percentile}."
+            )
         if self.resolution <= 0:
             raise InvalidParameterError(f"The resolution must be positive, not {self.resolution}.")
         if self.source_band and self.method is not Method.BEST:

@@ -81,3 +81,10 @@ class ClipRecord:
     datetime: str
     aoi_cloud: float
     path: Path
+
+
+@dataclass
+class ClipsResult:
+    records: List[ClipRecord]
+    csv: Path
+    reports: dict = field(default_factory=dict)  # aoi name -> list[SceneReport]

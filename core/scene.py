@@ -33,8 +33,10 @@ class Scene:
     """One item of a catalog, normalised.
 
     `assets` maps common band names ("red", "nir", ...) plus "scl" and "visual" to hrefs.
-    `pass_id` is the same for every tile of one satellite pass (platform + sensing
-    time), so overlapping tiles count as one observation.
+    `pass_id` is the same for every tile of one satellite pass, so overlapping tiles
+    count as one observation. Tiles of one pass carry different `datetime`s (each tile's
+    own sensing start, tens of seconds apart), so the key is platform + relative orbit +
+    UTC day: one satellite crosses one relative orbit at most once a day.
     """
 
     id: str
@@ -54,7 +56,8 @@ class Scene:
 
     @property
     def pass_id(self) -> str:
-        return f"{self.platform}_{self.datetime.strftime('%Y%m%dT%H%M%S')}"
+        orbit = f"R{self.relative_orbit:03d}" if self.relative_orbit is not None else "R---"
+        return f"{self.platform}_{orbit}_{self.datetime.strftime('%Y%m%d')}"
 
     @property
     def date(self):

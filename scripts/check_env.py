@@ -25,7 +25,7 @@ def main() -> int:
         bad.append(f"rasterio links GDAL {rasterio.__gdal_version__}, QGIS uses {gdal.__version__}")
     if bad:
         print("check_env: the environment is broken:", *bad, sep="\n  ", file=sys.stderr)
-        print("Remove the pip copies (pip uninstall ...) and use Debian's packages.", file=sys.stderr)
+        print("Remove the pip copies (pip uninstall ...); use Debian's packages.", file=sys.stderr)
         return 1
     return 0
 

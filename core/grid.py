@@ -1,0 +1,197 @@
+"""The output pixel grid: CRS, snapped bounds, blocks, and AOI masks on it.
+
+Grids are snapped to multiples of the resolution so that two runs at one resolution
+(different AOIs, different dates) produce pixels that line up exactly.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass
+from typing import List, Tuple
+
+import numpy as np
+from affine import Affine
+from pyproj import CRS, Transformer
+from pyproj.exceptions import CRSError
+from rasterio.errors import NotGeoreferencedWarning
+from rasterio.features import geometry_mask as _rio_geometry_mask
+from shapely.geometry import MultiPolygon, Polygon, box
+from shapely.geometry.base import BaseGeometry
+from shapely.ops import transform as _shapely_transform
+
+from .aoi import Aoi
+from .errors import InvalidParameterError
+
+MAX_GRID_SIDE = 1_000_000  # pixels; beyond this the resolution is almost surely in wrong units
+# rasterio's in-memory rasterize/warp, run in threads, now and then emit a spurious
+# NotGeoreferencedWarning although a transform is given and the result is right (see
+# opendatacube/odc-geo#131, GlacioHack/geoutils#851). We always pass transforms: hide it there.
+warnings.filterwarnings("ignore", category=NotGeoreferencedWarning,
+                        module=r"rasterio\.(features|warp)$")
+
+
+@dataclass(frozen=True)
+class Grid:
+    """A north-up output grid: `transform` maps (col, row) to the CRS's (x, y)."""
+
+    crs: str
+    transform: Affine
+    width: int
+    height: int
+
+    @property
+    def shape(self) -> Tuple[int, int]:
+        return (self.height, self.width)
+
+    @property
+    def bounds(self) -> Tuple[float, float, float, float]:
+        t = self.transform
+        x0, y0 = t.c, t.f
+        x1, y1 = t * (self.width, self.height)
+        return (min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1))
+
+    @property
+    def resolution(self) -> float:
+        """Pixel size in CRS units (the grids built here have square pixels)."""
+        return abs(self.transform.a)
+
+    def subgrid(self, row_off: int, col_off: int, height: int, width: int) -> Grid:
+        """The window of this grid starting at (row_off, col_off), same CRS and pixel size."""
+        if row_off < 0 or col_off < 0 or height < 1 or width < 1:
+            raise ValueError(f"Invalid window {row_off, col_off, height, width}")
+        if row_off + height > self.height or col_off + width > self.width:
+            raise ValueError(f"Window {row_off, col_off, height, width} exceeds {self.shape}")
+        return Grid(
+            self.crs, self.transform * Affine.translation(col_off, row_off), width, height
+        )
+
+    def blocks(self, size: int) -> List[Block]:
+        """Square blocks of `size` pixels in row-major order; edge blocks are smaller."""
+        if size < 1:
+            raise ValueError("Block size must be positive")
+        out = []
+        for row in range(0, self.height, size):
+            for col in range(0, self.width, size):
+                h, w = min(size, self.height - row), min(size, self.width - col)
+                out.append(Block(row, col, self.subgrid(row, col, h, w)))
+        return out
+
+
+@dataclass(frozen=True)
+class Block:
+    """One block of an output grid; `grid` is the block's own subgrid."""
+
+    row_off: int
+    col_off: int
+    grid: Grid
+
+    @property
+    def shape(self) -> Tuple[int, int]:
+        return self.grid.shape
+
+
+def utm_zone(lon: float, lat: float) -> int:
+    """UTM zone number, with the Norway and Svalbard exceptions that MGRS tiles follow."""
+    zone = int(math.floor((lon + 180.0) / 6.0)) % 60 + 1
+    if 56.0 <= lat < 64.0 and 3.0 <= lon < 12.0:
+        return 32
+    if 72.0 <= lat < 84.0 and 0.0 <= lon < 42.0:
+        if lon < 9.0:
+            return 31
+        if lon < 21.0:
+            return 33
+        if lon < 33.0:
+            return 35
+        return 37
+    return zone
+
+
+def utm_crs_for(aoi: Aoi) -> str:
+    """EPSG code of the WGS84 UTM zone of the AOI's centroid (326zz north, 327zz south)."""
+    c = aoi.wgs84.centroid
+    zone = utm_zone(c.x, c.y)
+    return f"EPSG:{32600 + zone if c.y >= 0 else 32700 + zone}"
+
+
+def densify(geometry: BaseGeometry, parts: int = 64) -> BaseGeometry:
+    """Add vertices so each polygon edge is at most 1/`parts` of the bbox diagonal.
+
+    Reprojecting only the vertices of a long straight edge misses its curvature in the
+    target CRS; extra vertices keep bounds and masks accurate (shapely 1.8 has no segmentize).
+    """
+    minx, miny, maxx, maxy = geometry.bounds
+    step = math.hypot(maxx - minx, maxy - miny) / parts
+    if step <= 0:
+        return geometry
+
+    def ring(coords) -> list:
+        pts = np.asarray(coords, dtype=float)[:, :2]
+        out = []
+        for a, b in zip(pts[:-1], pts[1:]):
+            n = max(1, int(math.ceil(math.hypot(*(b - a)) / step)))
+            t = np.arange(n)[:, None] / n
+            out.append(a + (b - a) * t)
+        out.append(pts[-1:])
+        return np.concatenate(out).tolist()
+
+    def poly(p: Polygon) -> Polygon:
+        return Polygon(ring(p.exterior.coords), [ring(i.coords) for i in p.interiors])
+
+    if isinstance(geometry, Polygon):
+        return poly(geometry)
+    if isinstance(geometry, MultiPolygon):
+        return MultiPolygon([poly(p) for p in geometry.geoms])
+    return geometry
+
+
+def reproject_geometry(geometry: BaseGeometry, src_crs: str, dst_crs: str) -> BaseGeometry:
+    """`geometry` from src_crs to dst_crs (x/y = lon/lat order), densified first."""
+    if CRS.from_user_input(src_crs) == CRS.from_user_input(dst_crs):
+        return geometry
+    tr = Transformer.from_crs(src_crs, dst_crs, always_xy=True)
+    return _shapely_transform(tr.transform, densify(geometry))
+
+
+def output_grid(aoi: Aoi, crs: str | None, resolution: float) -> Grid:
+    """The grid covering the AOI in `crs` (default: its UTM zone), snapped outward."""
+    if not resolution or resolution <= 0 or not math.isfinite(resolution):
+        raise InvalidParameterError(f"The resolution must be positive, not {resolution}.")
+    crs = crs or utm_crs_for(aoi)
+    try:
+        crs_obj = CRS.from_user_input(crs)
+    except (CRSError, TypeError, ValueError) as exc:
+        raise InvalidParameterError(
+            f"Unknown output CRS {crs!r}: use an EPSG code such as EPSG:32633."
+        ) from exc
+    geom = reproject_geometry(aoi.geometry, aoi.crs, crs_obj.to_wkt())
+    minx, miny, maxx, maxy = geom.bounds
+    if not all(math.isfinite(v) for v in (minx, miny, maxx, maxy)):
+        raise InvalidParameterError(
+            f"The area of interest cannot be expressed in {crs}: choose a CRS that covers it."
+        )
+    eps = 1e-9  # absorbs float noise so a bound already on the grid is not pushed out a pixel
+    x0 = math.floor(minx / resolution + eps) * resolution
+    y0 = math.floor(miny / resolution + eps) * resolution
+    x1 = math.ceil(maxx / resolution - eps) * resolution
+    y1 = math.ceil(maxy / resolution - eps) * resolution
+    width = max(1, int(round((x1 - x0) / resolution)))
+    height = max(1, int(round((y1 - y0) / resolution)))
+    if max(width, height) > MAX_GRID_SIDE:
+        raise InvalidParameterError(
+            f"The output would be {width} x {height} pixels: is the resolution {resolution} "
+            f"in the units of {crs} (metres for UTM, degrees for EPSG:4326)?"
+        )
+    return Grid(crs, Affine(resolution, 0.0, x0, 0.0, -resolution, y1), width, height)
+
+
+def geometry_mask(grid: Grid, geometry: BaseGeometry, *, all_touched: bool = False) -> np.ndarray:
+    """Boolean (height, width) array, True where the pixel centre (or any part, with
+    all_touched) lies inside `geometry`, which must be in grid.crs."""
+    if geometry is None or geometry.is_empty or not geometry.intersects(box(*grid.bounds)):
+        return np.zeros(grid.shape, dtype=bool)
+    return _rio_geometry_mask(
+        [geometry], out_shape=grid.shape, transform=grid.transform,
+        all_touched=all_touched, invert=True,
+    )

@@ -1,0 +1,113 @@
+"""The QGIS side of Clearsky: one toolbar action, one Raster menu entry, the Processing provider.
+
+With `iface` None (qgis_process, headless scripts) only the provider is registered.
+If a compiled dependency is missing, the plugin still loads and says how to install it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Optional
+
+from qgis.core import Qgis, QgsApplication, QgsMessageLog
+from qgis.PyQt.QtGui import QIcon
+
+try:  # Qt5 (QGIS 3)
+    from qgis.PyQt.QtWidgets import QAction
+except ImportError:  # Qt6 (QGIS 4) moved QAction to QtGui
+    from qgis.PyQt.QtGui import QAction
+
+from .dependencies import install_hint
+
+PLUGIN_NAME = "Clearsky"
+MENU = "Clearsky"  # the sub-menu of the Raster menu
+LOG_TAG = "Clearsky"  # the tab in the Log Messages panel
+ALGORITHM_ID = "clearsky:buildmosaic"
+ICON = Path(__file__).resolve().parent / "resources" / "icon.svg"
+
+
+def log(message: str, level: Any = Qgis.MessageLevel.Info) -> None:
+    """Write to the Clearsky tab of the QGIS log."""
+    QgsMessageLog.logMessage(message, LOG_TAG, level)
+
+
+def open_mosaic_dialog(iface: Any) -> None:
+    """What the toolbar action opens; swap this one line for the custom dialog when it lands."""
+    import processing  # QGIS's Processing plugin: importable only inside a QGIS session
+
+    processing.execAlgorithmDialog(ALGORITHM_ID, {})
+
+
+class ClearskyPlugin:
+    """The object QGIS creates through `classFactory`; loading and unloading repeat cleanly."""
+
+    def __init__(self, iface: Any) -> None:
+        self.iface = iface
+        self.provider: Optional[Any] = None
+        self.action: Optional[QAction] = None
+
+    # -- Processing -------------------------------------------------------------------------
+    def initProcessing(self) -> None:
+        """Register the Processing provider (called by qgis_process and by initGui)."""
+        if self.provider is not None:
+            return
+        hint = install_hint()
+        if hint:
+            log(hint, Qgis.MessageLevel.Warning)
+        try:
+            from .provider.provider import ClearskyProvider
+        except ImportError as exc:
+            if not hint:  # not a missing library: a real bug, let QGIS show it
+                raise
+            log(
+                f"The Clearsky Processing algorithms are unavailable until then ({exc}).",
+                Qgis.MessageLevel.Warning,
+            )
+            return
+        provider = ClearskyProvider()
+        if QgsApplication.processingRegistry().addProvider(provider):
+            self.provider = provider
+        else:
+            log("A Processing provider with the id 'clearsky' is already registered; "
+                "is a second copy of Clearsky installed?", Qgis.MessageLevel.Warning)
+
+    # -- GUI --------------------------------------------------------------------------------
+    def initGui(self) -> None:
+        """Provider, toolbar action and Raster menu entry; a warning if a library is missing."""
+        self.initProcessing()
+        if self.iface is None or self.action is not None:
+            return
+        self.action = QAction(QIcon(str(ICON)), PLUGIN_NAME, self.iface.mainWindow())
+        self.action.setObjectName("clearskyAction")
+        self.action.setToolTip("Clearsky: build a cloud-free Sentinel-2 mosaic of an area")
+        self.action.triggered.connect(self.run)
+        self.iface.addToolBarIcon(self.action)
+        self.iface.addPluginToRasterMenu(MENU, self.action)
+        hint = install_hint()
+        if hint:
+            self._warn(hint)
+
+    def unload(self) -> None:
+        """Remove everything initGui and initProcessing added."""
+        if self.action is not None:
+            self.iface.removePluginRasterMenu(MENU, self.action)
+            self.iface.removeToolBarIcon(self.action)
+            self.action.triggered.disconnect(self.run)
+            self.action.deleteLater()
+            self.action = None
+        if self.provider is not None:
+            QgsApplication.processingRegistry().removeProvider(self.provider)
+            self.provider = None
+
+    def run(self) -> None:
+        """The toolbar action: the mosaic dialog, or how to install a missing library."""
+        hint = install_hint()
+        if hint:
+            log(hint, Qgis.MessageLevel.Warning)
+            self._warn(hint)
+            return
+        open_mosaic_dialog(self.iface)
+
+    def _warn(self, text: str) -> None:
+        if self.iface is not None:
+            self.iface.messageBar().pushMessage(PLUGIN_NAME, text, Qgis.MessageLevel.Warning, 0)

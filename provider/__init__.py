@@ -1,0 +1,1 @@
+"""Processing provider `clearsky`: thin algorithms over the engine in `clearsky.core`."""
