@@ -343,20 +343,29 @@ class Place:
 
 
 class RateLimiter:
-    """At most one call per `interval` seconds across all threads (Nominatim's policy)."""
+    """At most one request per `interval` seconds across all threads (Nominatim's policy).
+
+    Used as a context manager around the whole request: requests run one at a time and
+    the next starts `interval` after the previous one *finished*, so the server never
+    sees two closer than that, whatever the network delays.
+    """
 
     def __init__(self, interval: float = 1.0) -> None:
         self.interval = interval
         self._lock = threading.Lock()
         self._last: Optional[float] = None
 
-    def wait(self) -> None:
-        with self._lock:  # held while sleeping: callers queue up one by one
-            if self._last is not None:
-                delay = self._last + self.interval - time.monotonic()
-                if delay > 0:
-                    time.sleep(delay)
-            self._last = time.monotonic()
+    def __enter__(self) -> "RateLimiter":
+        self._lock.acquire()  # held during the request: callers queue up one by one
+        if self._last is not None:
+            delay = self._last + self.interval - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._last = time.monotonic()
+        self._lock.release()
 
 
 NOMINATIM_LIMITER = RateLimiter(1.0)
@@ -374,14 +383,14 @@ def geocode(place: str, *, session=None, url: str = NOMINATIM_URL, limit: int = 
         raise AoiError("Type a place name to search for.")
     http = session or requests.Session()
     params = {"q": place.strip(), "format": "geojson", "polygon_geojson": 1, "limit": int(limit)}
-    NOMINATIM_LIMITER.wait()
     try:
-        response = http.get(
-            url.rstrip("/") + "/search",
-            params=params,
-            headers={"User-Agent": USER_AGENT, "Accept": "application/geo+json, */*"},
-            timeout=GEOCODE_TIMEOUT,
-        )
+        with NOMINATIM_LIMITER:
+            response = http.get(
+                url.rstrip("/") + "/search",
+                params=params,
+                headers={"User-Agent": USER_AGENT, "Accept": "application/geo+json, */*"},
+                timeout=GEOCODE_TIMEOUT,
+            )
     except requests.RequestException as exc:
         raise AoiError(
             f"The place search at {url} cannot be reached ({type(exc).__name__}): "

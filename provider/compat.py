@@ -13,6 +13,7 @@ from typing import Any
 from qgis.core import (
     Qgis,
     QgsProcessing,
+    QgsProcessingAlgorithm,
     QgsProcessingParameterDateTime,
     QgsProcessingParameterDefinition,
     QgsProcessingParameterField,
@@ -33,9 +34,6 @@ def _pick(new_enum: str, new_member: str, old_owner: Any, old_enum: str, old_mem
 NUMBER_DOUBLE = _pick(
     "ProcessingNumberParameterType", "Double", QgsProcessingParameterNumber, "Type", "Double"
 )
-NUMBER_INTEGER = _pick(
-    "ProcessingNumberParameterType", "Integer", QgsProcessingParameterNumber, "Type", "Integer"
-)
 DATE_ONLY = _pick(
     "ProcessingDateTimeParameterDataType", "Date", QgsProcessingParameterDateTime, "Type", "Date"
 )
@@ -49,8 +47,11 @@ FIELD_ANY = _pick(
 FLAG_OPTIONAL = _pick(
     "ProcessingParameterFlag", "Optional", QgsProcessingParameterDefinition, "Flag", "FlagOptional"
 )
-FLAG_ADVANCED = _pick(
-    "ProcessingParameterFlag", "Advanced", QgsProcessingParameterDefinition, "Flag", "FlagAdvanced"
+ALG_CAN_CANCEL = _pick(
+    "ProcessingAlgorithmFlag", "CanCancel", QgsProcessingAlgorithm, "Flag", "FlagCanCancel"
+)
+ALG_SUPPORTS_BATCH = _pick(
+    "ProcessingAlgorithmFlag", "SupportsBatch", QgsProcessingAlgorithm, "Flag", "FlagSupportsBatch"
 )
 WKB_MULTIPOLYGON = _pick("WkbType", "MultiPolygon", QgsWkbTypes, "Type", "MultiPolygon")
 WKB_NOGEOMETRY = _pick("WkbType", "NoGeometry", QgsWkbTypes, "Type", "NoGeometry")
@@ -60,15 +61,8 @@ if Qgis.QGIS_VERSION_INT >= 33800:
     FIELD_STRING = QMetaType.Type.QString
     FIELD_DOUBLE = QMetaType.Type.Double
     FIELD_BOOL = QMetaType.Type.Bool
-    FIELD_INT = QMetaType.Type.Int
 else:
     FIELD_STRING = QVariant.Type.String
     FIELD_DOUBLE = QVariant.Type.Double
     FIELD_BOOL = QVariant.Type.Bool
-    FIELD_INT = QVariant.Type.Int
 
-
-def add_flag(parameter: Any, flag: Any) -> Any:
-    """Set one more flag on a parameter definition (flag types differ between versions)."""
-    parameter.setFlags(parameter.flags() | flag)
-    return parameter

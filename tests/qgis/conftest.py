@@ -1,7 +1,7 @@
 """Shared fixtures for the QGIS tests (pytest-qgis provides qgis_app, qgis_iface, qgis_canvas).
 
 `qgis_process_env` / `qgis_process` run qgis_process.bin with Clearsky enabled in a
-throw-away profile (see qgis_process_env.py for how). The helper module is also importable
+throw-away profile (see tests/world/qgis_process_env.py for how). The helper module is also importable
 as `import qgis_process_env` from test files in this folder.
 """
 
@@ -30,7 +30,7 @@ RUSTAC = REPO / ".venv" / "bin" / "rustac"
 def _load_helper():
     """Load qgis_process_env.py by path: `tests/qgis` cannot be a package (it would shadow qgis)."""
     if "qgis_process_env" not in sys.modules:
-        path = HERE / "qgis_process_env.py"
+        path = REPO / "tests" / "world" / "qgis_process_env.py"
         spec = importlib.util.spec_from_file_location("qgis_process_env", path)
         module = importlib.util.module_from_spec(spec)
         sys.modules["qgis_process_env"] = module

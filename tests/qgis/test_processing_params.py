@@ -29,6 +29,13 @@ from rasterio.transform import from_origin
 
 from clearsky.core.params import DEFAULT_COLLECTION, EARTH_SEARCH
 from clearsky.provider.clear_clips import unique_names
+from clearsky.provider.compat import (
+    ALG_CAN_CANCEL,
+    ALG_SUPPORTS_BATCH,
+    DATE_ONLY,
+    FLAG_OPTIONAL,
+    SOURCE_POLYGON,
+)
 from clearsky.provider.postprocessors import MosaicStyler
 from clearsky.provider.provider import ClearskyProvider
 from clearsky.ui.layers import rgb_band_numbers, style_footprints_layer, style_mosaic_layer
@@ -139,8 +146,8 @@ def test_algorithms_have_exactly_the_public_parameter_names(provider, alg_id, na
         assert f"<b>{name}</b>" in help_text, name
     clone = alg.createInstance()
     assert type(clone) is type(alg) and clone is not alg
-    assert alg.flags() & QgsProcessingAlgorithm.Flag.FlagCanCancel
-    assert alg.flags() & QgsProcessingAlgorithm.Flag.FlagSupportsBatch
+    assert alg.flags() & ALG_CAN_CANCEL
+    assert alg.flags() & ALG_SUPPORTS_BATCH
 
 
 def test_build_mosaic_defaults(provider):
@@ -158,12 +165,12 @@ def test_build_mosaic_defaults(provider):
     assert d["METHOD"].options() == ["Best available pixel", "Median", "Percentile"]
     assert d["METHOD"].defaultValue() == 0
     assert len(d["OUTPUT_TYPE"].options()) == 2 and d["OUTPUT_TYPE"].defaultValue() == 0
-    assert d["START_DATE"].dataType() == d["START_DATE"].Type.Date
-    assert d["TARGET_CRS"].flags() & d["TARGET_CRS"].Flag.FlagOptional
-    assert d["REPORT"].flags() & d["REPORT"].Flag.FlagOptional
+    assert d["START_DATE"].dataType() == DATE_ONLY
+    assert d["TARGET_CRS"].flags() & FLAG_OPTIONAL
+    assert d["REPORT"].flags() & FLAG_OPTIONAL
     assert d["REPORT"].type() == "fileDestination" and "*.csv" in d["REPORT"].fileFilter()
     assert d["OUTPUT"].type() == "rasterDestination"
-    assert d["AOI"].dataTypes() == [2]  # polygons only
+    assert d["AOI"].dataTypes() == [SOURCE_POLYGON]
 
 
 def test_clear_clips_and_search_defaults(provider):
@@ -171,7 +178,7 @@ def test_clear_clips_and_search_defaults(provider):
     clips = {p.name(): p for p in clips_alg.parameterDefinitions()}
     assert clips["MAX_AOI_CLOUD"].defaultValue() == 2
     assert clips["NAME_FIELD"].parentLayerParameterName() == "AOI"
-    assert clips["NAME_FIELD"].flags() & clips["NAME_FIELD"].Flag.FlagOptional
+    assert clips["NAME_FIELD"].flags() & FLAG_OPTIONAL
     assert clips["OUTPUT_FOLDER"].type() == "folderDestination"
     search_alg = algorithm("clearsky:searchscenes")
     search = {p.name(): p for p in search_alg.parameterDefinitions()}

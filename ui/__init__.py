@@ -1,0 +1,1 @@
+"""QGIS user interface: the Clearsky dialog, its map tools, tasks and layer styling."""
