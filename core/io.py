@@ -125,7 +125,9 @@ def ensure_env() -> Iterator[None]:
 
 
 def init_worker(options: Optional[Dict[str, object]] = None) -> None:
-    """ThreadPoolExecutor initializer: keeps a GDAL env open for the thread's lifetime."""
+    """ThreadPoolExecutor initializer: keeps a GDAL env open for the thread's lifetime and
+    lets the thread cache open datasets (they close when the worker thread ends)."""
+    _local.caching = True
     if not rasterio.env.hasenv():
         options = dict(options or current_options())
         for key in _GLOBAL_ONLY:
@@ -175,19 +177,41 @@ def _cache_key(path: str, overview_level: Optional[int]) -> tuple:
 
 
 def _open(path: str, overview_level: Optional[int] = None):
-    """An open dataset from this thread's small LRU cache (datasets are not thread-safe)."""
+    """An open dataset: from this thread's LRU cache in engine worker threads (datasets are
+    not thread-safe), else opened for this read only and closed by `_retrying`.
+
+    Only worker threads cache, because they end with their run: a dataset left open in a
+    long-lived thread (QGIS's main thread, a task pool thread) would be closed only at
+    interpreter exit, after QGIS has shut GDAL down, and crash the process.
+    """
+    kwargs = {} if overview_level is None else {"overview_level": overview_level}
+    if not getattr(_local, "caching", False):
+        ds = rasterio.open(path, **kwargs)
+        _transient().append(ds)
+        return ds
     cache, key = _cache(), _cache_key(path, overview_level)
     ds = cache.get(key)
     if ds is not None and not ds.closed:
         cache.move_to_end(key)
         return ds
-    kwargs = {} if overview_level is None else {"overview_level": overview_level}
     ds = rasterio.open(path, **kwargs)
     cache[key] = ds
     while len(cache) > _CACHE_SIZE:
         _, old = cache.popitem(last=False)
         old.close()
     return ds
+
+
+def _transient() -> list:
+    if not hasattr(_local, "transient"):
+        _local.transient = []
+    return _local.transient
+
+
+def _close_transient() -> None:
+    transient = _transient()
+    while transient:
+        transient.pop().close()
 
 
 def _forget(path: str) -> None:
@@ -217,6 +241,7 @@ def _retrying(href: str, path: str, func, tries: int, backoff: float):
             with ensure_env():
                 return func()
         except (RasterioError, CPLE_BaseError, OSError) as exc:
+            _close_transient()
             reason = " ".join(str(exc).split()) or type(exc).__name__
             _forget(path)
             if attempt == tries or any(p in reason for p in _PERMANENT):
@@ -224,6 +249,8 @@ def _retrying(href: str, path: str, func, tries: int, backoff: float):
                 raise ReadError(f"Could not read {href}: {reason} after {n}") from exc
             log.info("Read of %s failed (%s); retry %d of %d", href, reason, attempt, tries - 1)
             time.sleep(backoff * 2 ** (attempt - 1))
+        finally:
+            _close_transient()
     raise AssertionError("unreachable")  # pragma: no cover
 
 
