@@ -32,10 +32,10 @@ def log(message: str, level: Any = Qgis.MessageLevel.Info) -> None:
 
 
 def open_mosaic_dialog(iface: Any) -> None:
-    """What the toolbar action opens; swap this one line for the custom dialog when it lands."""
-    import processing  # QGIS's Processing plugin: importable only inside a QGIS session
+    """What the toolbar action opens: the Clearsky dialog (non-modal, one instance)."""
+    from .ui.dialog import show_dialog  # imported late: it needs rasterio (checked by run())
 
-    processing.execAlgorithmDialog(ALGORITHM_ID, {})
+    show_dialog(iface)
 
 
 class ClearskyPlugin:
@@ -90,6 +90,9 @@ class ClearskyPlugin:
     def unload(self) -> None:
         """Remove everything initGui and initProcessing added."""
         if self.action is not None:
+            from .ui.dialog import close_dialog
+
+            close_dialog()
             self.iface.removePluginRasterMenu(MENU, self.action)
             self.iface.removeToolBarIcon(self.action)
             self.action.triggered.disconnect(self.run)

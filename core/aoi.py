@@ -355,7 +355,7 @@ class RateLimiter:
         self._lock = threading.Lock()
         self._last: Optional[float] = None
 
-    def __enter__(self) -> "RateLimiter":
+    def __enter__(self) -> RateLimiter:
         self._lock.acquire()  # held during the request: callers queue up one by one
         if self._last is not None:
             delay = self._last + self.interval - time.monotonic()

@@ -13,7 +13,7 @@ from typing import List, Tuple
 
 import numpy as np
 from affine import Affine
-from pyproj import CRS, Transformer
+from pyproj import CRS, Geod, Transformer
 from pyproj.exceptions import CRSError
 from rasterio.errors import NotGeoreferencedWarning
 from rasterio.features import geometry_mask as _rio_geometry_mask
@@ -24,6 +24,7 @@ from shapely.ops import transform as _shapely_transform
 from .aoi import Aoi
 from .errors import InvalidParameterError
 
+MAX_DEGREES = 0.1  # a larger "degree" resolution is surely metres typed by mistake
 MAX_GRID_SIDE = 1_000_000  # pixels; beyond this the resolution is almost surely in wrong units
 # rasterio's in-memory rasterize/warp, run in threads, now and then emit a spurious
 # NotGeoreferencedWarning although a transform is given and the result is right (see
@@ -165,6 +166,11 @@ def output_grid(aoi: Aoi, crs: str | None, resolution: float) -> Grid:
         raise InvalidParameterError(
             f"Unknown output CRS {crs!r}: use an EPSG code such as EPSG:32633."
         ) from exc
+    if crs_obj.is_geographic and resolution > MAX_DEGREES:
+        raise InvalidParameterError(
+            f"The resolution {resolution:g} is in degrees for {crs}, a geographic CRS: use "
+            "about 0.0001 for 10 m, or choose a projected CRS such as the AOI's UTM zone."
+        )
     geom = reproject_geometry(aoi.geometry, aoi.crs, crs_obj.to_wkt())
     minx, miny, maxx, maxy = geom.bounds
     if not all(math.isfinite(v) for v in (minx, miny, maxx, maxy)):
@@ -184,6 +190,27 @@ def output_grid(aoi: Aoi, crs: str | None, resolution: float) -> Grid:
             f"in the units of {crs} (metres for UTM, degrees for EPSG:4326)?"
         )
     return Grid(crs, Affine(resolution, 0.0, x0, 0.0, -resolution, y1), width, height)
+
+
+def pixel_size_m(grid: Grid) -> float:
+    """The ground size of the grid's central pixel in metres, whatever the CRS units.
+
+    Rules given in metres (the SCL cloud dilation, the choice between bilinear and
+    average resampling) must not be applied to degrees.
+    """
+    crs = CRS.from_user_input(grid.crs)
+    if crs.is_projected:
+        factor = crs.axis_info[0].unit_conversion_factor if crs.axis_info else 1.0
+        return grid.resolution * (factor or 1.0)
+    col, row = grid.width / 2.0, grid.height / 2.0
+    (x0, y0), (x1, y1), (x2, y2) = (grid.transform * p for p in ((col, row), (col + 1, row),
+                                                                  (col, row + 1)))
+    to_lonlat = Transformer.from_crs(crs, "EPSG:4326", always_xy=True)
+    (lon0, lon1, lon2), (lat0, lat1, lat2) = to_lonlat.transform([x0, x1, x2], [y0, y1, y2])
+    geod = Geod(ellps="WGS84")
+    dx = geod.inv(lon0, lat0, lon1, lat1)[2]
+    dy = geod.inv(lon0, lat0, lon2, lat2)[2]
+    return float(min(dx, dy))
 
 
 def geometry_mask(grid: Grid, geometry: BaseGeometry, *, all_touched: bool = False) -> np.ndarray:

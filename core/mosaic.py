@@ -23,7 +23,7 @@ from shapely.geometry import Polygon
 
 from . import catalog, clouds, composite, io
 from .errors import NoScenesError, ReadError
-from .grid import Block, Grid, geometry_mask, output_grid
+from .grid import Block, Grid, geometry_mask, output_grid, pixel_size_m
 from .params import Method, MosaicParams, OutputType, SearchParams
 from .progress import NullProgress, Progress, SubProgress, check_cancelled
 from .report import report_paths, write_scene_report
@@ -119,9 +119,10 @@ class _BlockReader:
         self.invalid = frozenset(params.invalid_scl)
         # Dilation is given in 20 m SCL pixels; apply it in output pixels, reading a margin
         # so clouds just outside a block still grow into it.
-        self.radius = int(math.ceil(params.dilation * SCL_RESOLUTION / grid.resolution))
+        pixel_m = pixel_size_m(grid)
+        self.radius = int(math.ceil(params.dilation * SCL_RESOLUTION / pixel_m))
         native = min(BAND_RESOLUTION[b] for b in params.bands)
-        coarse = grid.resolution > 1.5 * native
+        coarse = pixel_m > 1.5 * native
         self.resampling = Resampling.average if coarse else Resampling.bilinear
 
     def usable(self, scene: Scene, block: Grid) -> Optional[np.ndarray]:

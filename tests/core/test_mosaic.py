@@ -10,7 +10,7 @@ import pytest
 from shapely import affinity
 
 from clearsky.core.api import Aoi, MosaicParams, build_mosaic
-from clearsky.core.errors import NoScenesError
+from clearsky.core.errors import InvalidParameterError, NoScenesError
 from clearsky.core.params import Method, OutputType
 from world.mosaic_truth import CLOUD_LIKE, aoi_mask, nan_percentile, read_mosaic, truth_for
 
@@ -213,3 +213,23 @@ def test_no_scene_left_says_which_filter(world, served, tmp_path):
     with pytest.raises(NoScenesError, match="no sentinel-2-c1-l2a scene over the AOI between"):
         build_mosaic(empty)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_geographic_target_crs_uses_metres_for_the_cloud_rules(world, served, tmp_path):
+    """EPSG:4326 at ~10 m (0.0001 deg): the dilation stays 40 m, the mosaic stays clear."""
+    aoi = Aoi(affinity.scale(world.region, 0.3, 0.3), "EPSG:4326")
+    geo = build_mosaic(
+        mosaic_params(
+            world, served, tmp_path / "geo.tif", aoi=aoi, target_crs="EPSG:4326",
+            resolution=0.0001, count_band=False,
+        )
+    )
+    data, *_ = read_mosaic(geo.output)
+    truth = truth_for(world, geo, BANDS)
+    filled = data[0] > 0
+    assert filled.mean() > 0.9
+    assert not (filled & ~truth.possible()).any()
+    with pytest.raises(InvalidParameterError, match="in degrees for EPSG:4326"):
+        build_mosaic(
+            mosaic_params(world, served, tmp_path / "x.tif", target_crs="EPSG:4326", resolution=10)
+        )

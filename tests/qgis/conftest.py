@@ -1,8 +1,8 @@
 """Shared fixtures for the QGIS tests (pytest-qgis provides qgis_app, qgis_iface, qgis_canvas).
 
 `qgis_process_env` / `qgis_process` run qgis_process.bin with Clearsky enabled in a
-throw-away profile (see tests/world/qgis_process_env.py for how). The helper module is also importable
-as `import qgis_process_env` from test files in this folder.
+throw-away profile (see tests/world/qgis_process_env.py for how). The helper module is also
+importable as `import qgis_process_env` from test files in this folder.
 """
 
 from __future__ import annotations

@@ -9,9 +9,6 @@ import sys
 from pathlib import Path
 
 from qgis.core import QgsApplication
-from qgis.gui import QgsProcessingAlgorithmDialogBase
-from qgis.PyQt.QtCore import QTimer
-from qgis.PyQt.QtWidgets import QApplication
 
 import clearsky
 from clearsky import plugin as plugin_module
@@ -107,33 +104,6 @@ def test_headless_load_registers_only_the_provider(qgis_iface):
     assert [p.id() for p in registry().providers()].count("clearsky") == 1
     plugin.unload()
     assert registry().providerById("clearsky") is None
-
-
-def test_action_opens_the_build_mosaic_dialog(iface_with_menus, qgis_processing, monkeypatch):
-    iface, menus = iface_with_menus
-    errors = []  # an exception in a Qt slot would otherwise abort the whole test process
-    monkeypatch.setattr(sys, "excepthook", lambda *exc: errors.append(exc))
-    plugin = clearsky.classFactory(iface)
-    plugin.initGui()
-    seen = []
-
-    def close_dialog():
-        shown = [w for w in QApplication.topLevelWidgets()
-                 if isinstance(w, QgsProcessingAlgorithmDialogBase) and w.isVisible()]
-        if not shown:  # not shown yet: look again shortly
-            QTimer.singleShot(50, close_dialog)
-            return
-        seen.extend(dialog.algorithm().id() for dialog in shown)
-        for dialog in shown:
-            dialog.reject()
-
-    try:
-        QTimer.singleShot(50, close_dialog)
-        menus.raster_menu.actions()[0].menu().actions()[0].trigger()  # Raster > Clearsky > Clearsky
-    finally:
-        plugin.unload()
-    assert errors == []
-    assert seen == ["clearsky:buildmosaic"]
 
 
 RASTERIO_MISSING = r"""

@@ -1,0 +1,138 @@
+"""The search result as a sortable, tickable table and as a temporary footprints layer."""
+
+from __future__ import annotations
+
+from typing import FrozenSet, List, Optional, Sequence
+
+from qgis.core import QgsFeature, QgsField, QgsFields, QgsGeometry, QgsVectorLayer
+from qgis.PyQt.QtCore import QCoreApplication, Qt
+from qgis.PyQt.QtWidgets import QAbstractItemView, QHeaderView, QTableWidget, QTableWidgetItem
+
+from ..core.results import SceneReport
+from .layers import style_footprints_layer
+
+ID_ROLE = Qt.ItemDataRole.UserRole + 1
+SORT_ROLE = Qt.ItemDataRole.UserRole + 2
+
+
+def tr(text: str) -> str:
+    return QCoreApplication.translate("Clearsky", text)
+
+
+COLUMNS = [tr("Date"), tr("Platform"), tr("Tile"), tr("Scene cloud %"), tr("AOI coverage %"),
+           tr("AOI cloud %"), tr("Kept / why")]
+
+
+class SortItem(QTableWidgetItem):
+    """Sorts by SORT_ROLE (numbers as numbers, missing values first), else by text."""
+
+    def __lt__(self, other: QTableWidgetItem) -> bool:
+        mine, theirs = self.data(SORT_ROLE), other.data(SORT_ROLE)
+        if mine is None or theirs is None:
+            return (mine is None) and (theirs is not None)
+        return mine < theirs
+
+
+def _number(value: Optional[float]) -> SortItem:
+    item = SortItem("" if value is None else f"{value:.1f}")
+    item.setData(SORT_ROLE, None if value is None else float(value))
+    item.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+    return item
+
+
+def _text(text: str, key: Optional[str] = None) -> SortItem:
+    item = SortItem(text)
+    item.setData(SORT_ROLE, key if key is not None else text)
+    return item
+
+
+def setup_table(table: QTableWidget) -> None:
+    table.setColumnCount(len(COLUMNS))
+    table.setHorizontalHeaderLabels(COLUMNS)
+    table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+    table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+    table.verticalHeader().setVisible(False)
+    header = table.horizontalHeader()
+    header.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+    header.setStretchLastSection(True)
+
+
+def fill_table(table: QTableWidget, reports: Sequence[SceneReport]) -> None:
+    """One row per scene; kept scenes ticked, rejected ones unticked (users can change both)."""
+    table.setSortingEnabled(False)
+    table.setRowCount(0)
+    table.setRowCount(len(reports))
+    for row, report in enumerate(reports):
+        scene = report.scene
+        first = _text(scene.datetime.strftime("%Y-%m-%d %H:%M"), scene.datetime.isoformat())
+        first.setData(ID_ROLE, scene.id)
+        first.setToolTip(scene.id)
+        first.setFlags(first.flags() | Qt.ItemFlag.ItemIsUserCheckable)
+        first.setCheckState(Qt.CheckState.Checked if report.kept else Qt.CheckState.Unchecked)
+        verdict = tr("kept") if report.kept else (report.reason or tr("left out"))
+        cells = [first, _text(scene.platform), _text(scene.tile), _number(scene.cloud_cover),
+                 _number(report.aoi_coverage), _number(report.aoi_cloud),
+                 _text(verdict, f"{0 if report.kept else 1}{verdict}")]
+        for col, item in enumerate(cells):
+            table.setItem(row, col, item)
+    table.setSortingEnabled(True)
+
+
+def table_ids(table: QTableWidget, checked_only: bool = False) -> List[str]:
+    """Scene ids in the table's current row order (only the ticked ones if asked)."""
+    out = []
+    for row in range(table.rowCount()):
+        item = table.item(row, 0)
+        if item is None:
+            continue
+        if checked_only and item.checkState() != Qt.CheckState.Checked:
+            continue
+        out.append(item.data(ID_ROLE))
+    return out
+
+
+def checked_ids(table: QTableWidget) -> FrozenSet[str]:
+    return frozenset(table_ids(table, checked_only=True))
+
+
+def _field_type(name: str):
+    """QVariant.<name> on Qt5 (QGIS 3.22 wants it), QMetaType.Type.Q<name>/<name> on Qt6."""
+    try:
+        from qgis.PyQt.QtCore import QVariant
+
+        return getattr(QVariant, name)
+    except (ImportError, AttributeError):
+        from qgis.PyQt.QtCore import QMetaType
+
+        return getattr(QMetaType.Type, "Q" + name, None) or getattr(QMetaType.Type, name)
+
+
+STRING, DOUBLE, BOOL = _field_type("String"), _field_type("Double"), _field_type("Bool")
+FOOTPRINT_FIELDS = [
+    ("id", STRING), ("datetime", STRING), ("platform", STRING), ("tile", STRING),
+    ("scene_cloud", DOUBLE), ("aoi_coverage", DOUBLE), ("aoi_cloud", DOUBLE),
+    ("kept", BOOL), ("reason", STRING),
+]
+
+
+def footprints_layer(reports: Sequence[SceneReport], name: str) -> QgsVectorLayer:
+    """A memory layer (EPSG:4326) of the scene footprints, kept and left-out styled apart."""
+    layer = QgsVectorLayer("MultiPolygon?crs=EPSG:4326", name, "memory")
+    fields = QgsFields()
+    for field_name, kind in FOOTPRINT_FIELDS:
+        fields.append(QgsField(field_name, kind))
+    layer.dataProvider().addAttributes(fields)
+    layer.updateFields()
+    features = []
+    for report in reports:
+        row = report.row()
+        feature = QgsFeature(layer.fields())
+        geometry = QgsGeometry.fromWkt(report.scene.footprint.wkt)
+        geometry.convertToMultiType()
+        feature.setGeometry(geometry)
+        feature.setAttributes([row[f] for f, _ in FOOTPRINT_FIELDS])
+        features.append(feature)
+    layer.dataProvider().addFeatures(features)
+    layer.updateExtents()
+    style_footprints_layer(layer)
+    return layer
