@@ -16,9 +16,9 @@ from shapely.ops import unary_union
 
 from . import catalog, clouds, composite, io
 from .aoi import WGS84, Aoi
-from .errors import InvalidParameterError, OutputError
+from .errors import InvalidParameterError, OutputError, ReadError
 from .grid import geometry_mask, output_grid
-from .mosaic import _BlockReader
+from .mosaic import SceneReader
 from .params import MosaicParams, SearchParams
 from .progress import NullProgress, Progress, SubProgress, check_cancelled
 from .report import atomic_write_text, rows_to_csv
@@ -109,20 +109,27 @@ def _clear_clips(
                 "empty folder or allow overwriting."
             )
 
-    def write(job) -> ClipRecord:
+    written: List[Path] = []
+
+    def write(job) -> Optional[ClipRecord]:
         name, aoi, report, path = job
         check_cancelled(progress)
         grid = output_grid(aoi, None, 10.0)
         inside = geometry_mask(grid, aoi.to_crs(grid.crs))
-        reader = _BlockReader(mosaic_params, grid)
-        usable = reader.usable(report.scene, grid)
-        usable = inside if usable is None else usable & inside
-        values, _valid = reader.reflectance(report.scene, grid, usable)
+        reader = SceneReader(mosaic_params, grid)
+        try:
+            usable = reader.usable(report.scene, grid)
+            usable = inside if usable is None else usable & inside
+            values, _valid = reader.reflectance(report.scene, grid, usable)
+        except ReadError as exc:  # skip this clip, say why; the others still count
+            report.kept, report.reason = False, f"skipped, could not be read: {exc}"
+            return None
         io.write_cog(
             path, grid, composite.to_uint16(values), dtype="uint16", nodata=0,
             descriptions=list(bands), overwrite=overwrite,
             tags={"CLEARSKY_SCENE": report.scene.id, "CLEARSKY_AOI": name},
         )
+        written.append(path)
         return ClipRecord(
             aoi_name=name, scene_id=report.scene.id, datetime=report.scene.datetime.isoformat(),
             aoi_cloud=round(report.aoi_cloud or 0.0, 3), path=path,
@@ -130,12 +137,20 @@ def _clear_clips(
 
     records: List[ClipRecord] = []
     clip_progress = SubProgress(progress, 50, 98)
-    with ThreadPoolExecutor(
-        max_workers=params.max_workers, initializer=io.init_worker, initargs=(io.current_options(),)
-    ) as pool:
-        for done, record in enumerate(pool.map(write, jobs)):
-            records.append(record)
-            clip_progress.set_progress(100.0 * (done + 1) / len(jobs))
+    try:
+        with ThreadPoolExecutor(
+            max_workers=params.max_workers, initializer=io.init_worker,
+            initargs=(io.current_options(),),
+        ) as pool:
+            for done, record in enumerate(pool.map(write, jobs)):
+                if record is not None:
+                    records.append(record)
+                clip_progress.set_progress(100.0 * (done + 1) / len(jobs))
+                check_cancelled(progress)
+    except BaseException:
+        for path in written:  # a cancelled or failed run leaves none of its clips behind
+            path.unlink(missing_ok=True)
+        raise
     coverage = {(n, r.scene.id): r.aoi_coverage for n, _, r, _ in jobs}
     rows = [
         {**vars(rec), "path": str(rec.path), "aoi_coverage": coverage[(rec.aoi_name, rec.scene_id)]}

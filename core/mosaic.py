@@ -111,8 +111,8 @@ def plan_passes(kept: Sequence[SceneReport], params: MosaicParams) -> List[_Pass
     return sorted(passes.values(), key=lambda p: (-round(p.score), p.distance, p.pass_id))
 
 
-class _BlockReader:
-    """Reads one scene's SCL and bands into a block grid, with the masks applied."""
+class SceneReader:
+    """Reads one scene's SCL and bands onto an output grid (a block or a clip), masked."""
 
     def __init__(self, params: MosaicParams, grid: Grid) -> None:
         self.params = params
@@ -193,7 +193,7 @@ class _SafeReads:
     in every block; it is only an optimisation, each block stays correct on its own.
     """
 
-    def __init__(self, reader: _BlockReader, known_broken: Dict[int, str]) -> None:
+    def __init__(self, reader: SceneReader, known_broken: Dict[int, str]) -> None:
         self.reader = reader
         self.known = known_broken
         self.broken: Dict[int, str] = {}
@@ -226,7 +226,7 @@ def process_block(
     """Read, mask and reduce one block; depends only on its arguments, so it can be
     shipped to another worker."""
     grid = block.grid
-    reads = _SafeReads(_BlockReader(params, grid), {} if known_broken is None else known_broken)
+    reads = _SafeReads(SceneReader(params, grid), {} if known_broken is None else known_broken)
     footprint = _block_polygon_wgs84(grid)
     relevant = [
         [(i, s) for i, s in p.scenes if s.footprint.intersects(footprint)] for p in passes

@@ -83,3 +83,34 @@ def test_clips_never_overwrite_unless_asked(clips, world, served):
     with pytest.raises(OutputError, match="already exist"):
         clear_clips(params, aois, folder, bands=("red", "nir"))
     assert before == {p: p.read_bytes() for p in folder.glob("*.tif")}
+
+
+def test_an_unreadable_scene_is_skipped_and_a_cancel_leaves_no_clip(
+    world, served, assets, tmp_path
+):
+    from osgeo import gdal
+
+    from clearsky.core.errors import CancelledError
+    from clearsky.core.progress import CallbackProgress
+
+    aois = [("park", Aoi(world.known_aois["clear_under_cloudy"].geometry))]
+    params = SearchParams(
+        aoi=aois[0][1], start=START, end=END, catalog_url=served.stac_url, max_scene_cloud=100.0,
+        max_aoi_cloud=2.0,
+    )
+    first = clear_clips(params, aois, tmp_path / "a", bands=("red",))
+    broken = first.records[0].scene_id
+    gdal.VSICurlClearCache()  # the first run's bytes must not hide the fault
+    assets.configure(faults=[{"path": f"*/{broken}/red.tif", "kind": "500", "count": None}])
+    second = clear_clips(params, aois, tmp_path / "b", bands=("red",))
+    assert broken not in {r.scene_id for r in second.records}
+    assert len(second.records) == len(first.records) - 1
+    why = {r.scene.id: r.reason for r in second.reports["park"]}
+    assert why[broken].startswith("skipped, could not be read")
+    assets.reset()
+
+    progress = CallbackProgress(cancelled=lambda: progress.percent > 55)
+    with pytest.raises(CancelledError):
+        clear_clips(params, aois, tmp_path / "c", bands=("red",), progress=progress)
+    assert list((tmp_path / "c").glob("*.tif")) == []
+    assert not (tmp_path / "c" / "clear_clips.csv").exists()
