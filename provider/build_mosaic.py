@@ -19,6 +19,7 @@ from qgis.core import (
 )
 
 from ..core.params import Method, MosaicParams, OutputType
+from ..ui.geometry import aoi_from_geometries
 from . import parameters as pdefs
 from .base import ClearskyAlgorithm
 from .compat import NUMBER_DOUBLE
@@ -38,7 +39,7 @@ def read_aoi(alg: Any, parameters: dict, context: QgsProcessingContext):
     geometries = [g for _f, g in pdefs.source_geometries(source, cancelled)]
     if not geometries:
         raise pdefs.no_aoi_features_error()
-    return alg.build(lambda: pdefs.aoi_from_geometries(geometries, source.sourceCrs()))
+    return alg.build(lambda: aoi_from_geometries(geometries, source.sourceCrs()))
 
 
 class BuildMosaicAlgorithm(ClearskyAlgorithm):

@@ -21,6 +21,7 @@ from qgis.core import (
 
 from ..core.aoi import Aoi, parse_aoi
 from ..core.params import SearchParams
+from ..ui.geometry import to_shapely
 from . import parameters as pdefs
 from .base import ClearskyAlgorithm
 from .compat import FIELD_ANY, FIELD_DOUBLE, FIELD_STRING, SOURCE_VECTOR, WKB_NOGEOMETRY
@@ -134,7 +135,7 @@ class ClearClipsAlgorithm(ClearskyAlgorithm):
         names = unique_names(raw)
         aois = []
         for name, (_feature, geometry) in zip(names, features):
-            shape = pdefs.to_shapely(geometry)
+            shape = to_shapely(geometry)
             aoi = self.build(lambda s=shape: parse_aoi(s.wkt, crs))
             aois.append((name, aoi))
         return aois

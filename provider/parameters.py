@@ -6,7 +6,6 @@ use them): never rename one.
 
 from __future__ import annotations
 
-import json
 from datetime import date
 from typing import Any, Callable, Dict, List, Tuple
 
@@ -24,12 +23,10 @@ from qgis.core import (
     QgsProcessingParameterString,
 )
 from qgis.PyQt.QtCore import QCoreApplication, QDate, QDateTime
-from shapely import wkb as shapely_wkb
-from shapely.geometry import mapping
 
-from ..core.aoi import Aoi, parse_aoi
 from ..core.params import DEFAULT_COLLECTION, EARTH_SEARCH
 from ..core.scene import BAND_RESOLUTION
+from ..ui.geometry import crs_text
 from .compat import DATE_ONLY, NUMBER_DOUBLE, SOURCE_POLYGON
 
 AOI = "AOI"
@@ -189,15 +186,7 @@ def crs_string(crs: QgsCoordinateReferenceSystem) -> str:
         raise QgsProcessingException(
             tr("The AOI layer has no valid coordinate reference system: set one on the layer.")
         )
-    return crs.authid() or crs.toWkt()
-
-
-def to_shapely(geometry: QgsGeometry) -> Any:
-    """QGIS geometry -> shapely geometry: curves straightened, Z/M dropped."""
-    flat = geometry.constGet().segmentize()  # a straight-segment copy (a clone if no curves)
-    flat.dropZValue()
-    flat.dropMValue()
-    return shapely_wkb.loads(bytes(QgsGeometry(flat).asWkb()))
+    return crs_text(crs)
 
 
 def source_geometries(
@@ -214,15 +203,6 @@ def source_geometries(
             continue
         out.append((feature, geom))
     return out
-
-
-def aoi_from_geometries(geometries: List[QgsGeometry], crs: QgsCoordinateReferenceSystem) -> Aoi:
-    """One AOI: the union of the polygons, validated (and repaired) by the engine's parser."""
-    collection = {
-        "type": "GeometryCollection",
-        "geometries": [mapping(to_shapely(g)) for g in geometries],
-    }
-    return parse_aoi(json.dumps(collection), crs_string(crs))
 
 
 def no_aoi_features_error() -> QgsProcessingException:

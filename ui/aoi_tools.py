@@ -22,25 +22,18 @@ from qgis.core import (
 from qgis.gui import QgsMapCanvas, QgsMapMouseEvent, QgsMapTool, QgsRubberBand
 from qgis.PyQt.QtCore import Qt, pyqtSignal
 from qgis.PyQt.QtGui import QColor, QKeyEvent
-from shapely import wkt as shapely_wkt
 
 from ..core.aoi import Aoi
 from ..core.errors import AoiError
+from .geometry import aoi_from_geometries
 
 POLYGON = QgsWkbTypes.GeometryType.PolygonGeometry
 AOI_COLOUR = QColor(230, 60, 30)
 
 
-def crs_text(crs: QgsCoordinateReferenceSystem) -> str:
-    """What pyproj understands: the authority id, else the CRS's WKT (custom CRSs)."""
-    return crs.authid() or crs.toWkt(QgsCoordinateReferenceSystem.WktVariant.WKT2_2019)
-
-
 def aoi_from_geometry(geometry: QgsGeometry, crs: QgsCoordinateReferenceSystem) -> Aoi:
     """The engine AOI of a QGIS polygon geometry in `crs`."""
-    if geometry is None or geometry.isEmpty():
-        raise AoiError("The area of interest is empty: draw or choose a polygon.")
-    return Aoi(shapely_wkt.loads(geometry.asWkt(17)), crs_text(crs))
+    return aoi_from_geometries([geometry], crs)
 
 
 def aoi_from_rectangle(rect: QgsRectangle, crs: QgsCoordinateReferenceSystem) -> Aoi:
@@ -63,7 +56,7 @@ def aoi_from_layer(layer: Optional[QgsVectorLayer], selected_only: bool) -> Aoi:
     geometries = [f.geometry() for f in features if f.hasGeometry()]
     if not geometries:
         raise AoiError(f"Layer {layer.name()!r} has no polygon.")
-    return aoi_from_geometry(QgsGeometry.unaryUnion(geometries), layer.crs())
+    return aoi_from_geometries(geometries, layer.crs())
 
 
 def aoi_to_geometry(aoi: Aoi, crs: QgsCoordinateReferenceSystem) -> QgsGeometry:
