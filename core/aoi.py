@@ -18,10 +18,11 @@ from pyproj import CRS, Geod, Transformer
 from shapely import wkt as shapely_wkt
 from shapely.geometry import Polygon, box, shape
 from shapely.geometry.base import BaseGeometry
-from shapely.ops import transform, unary_union
+from shapely.ops import unary_union
 from shapely.validation import explain_validity
 
 from .errors import AoiError
+from .geometry_ops import transform_xy
 
 WGS84 = "EPSG:4326"
 ACCEPTED_FORMATS = (
@@ -58,7 +59,7 @@ class Aoi:
         if CRS.from_user_input(crs) == CRS.from_user_input(self.crs):
             return self.geometry
         tr = Transformer.from_crs(self.crs, crs, always_xy=True)
-        return transform(tr.transform, self.geometry)
+        return transform_xy(tr.transform, self.geometry)
 
     @property
     def wgs84(self) -> BaseGeometry:

@@ -17,10 +17,11 @@ from urllib.parse import urlsplit, urlunsplit
 import numpy as np
 from shapely.affinity import translate
 from shapely.geometry import box, mapping, shape
-from shapely.ops import transform, unary_union
+from shapely.ops import unary_union
 
 from .aoi import USER_AGENT
 from .errors import CancelledError, CatalogError
+from .geometry_ops import transform_xy
 from .progress import Progress
 from .scene import BAND_RESOLUTION, SCL, VISUAL, Radiometry, Scene
 
@@ -330,7 +331,7 @@ def _split_antimeridian(geom):
     def east(x, y, z=None):
         return np.where(np.asarray(x) < 0, np.asarray(x) + 360.0, x), y
 
-    shifted = transform(east, geom)
+    shifted = transform_xy(east, geom)
     if not shifted.is_valid:
         shifted = shifted.buffer(0)
     left = shifted.intersection(box(-180, -90, 180, 90))

@@ -19,10 +19,10 @@ from rasterio.errors import NotGeoreferencedWarning
 from rasterio.features import geometry_mask as _rio_geometry_mask
 from shapely.geometry import MultiPolygon, Polygon, box
 from shapely.geometry.base import BaseGeometry
-from shapely.ops import transform as _shapely_transform
 
 from .aoi import Aoi
 from .errors import InvalidParameterError
+from .geometry_ops import transform_xy
 
 MAX_DEGREES = 0.1  # a larger "degree" resolution is surely metres typed by mistake
 MAX_GRID_SIDE = 1_000_000  # pixels; beyond this the resolution is almost surely in wrong units
@@ -152,7 +152,7 @@ def reproject_geometry(geometry: BaseGeometry, src_crs: str, dst_crs: str) -> Ba
     if CRS.from_user_input(src_crs) == CRS.from_user_input(dst_crs):
         return geometry
     tr = Transformer.from_crs(src_crs, dst_crs, always_xy=True)
-    return _shapely_transform(tr.transform, densify(geometry))
+    return transform_xy(tr.transform, densify(geometry))
 
 
 def output_grid(aoi: Aoi, crs: str | None, resolution: float) -> Grid:

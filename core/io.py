@@ -294,6 +294,38 @@ def _window(ds, bounds, margin: int, clip: bool) -> Optional[Window]:
     return Window(c0, r0, c1 - c0, r1 - r0)
 
 
+def _aligned_offset(ds, grid: Grid, dst_crs: CRS) -> Optional[Tuple[int, int]]:
+    """(col, row) of the grid's origin in `ds` pixels when the grid lies on the source's
+    own pixel grid (same CRS and pixel size, whole-pixel offset), else None."""
+    t, g = ds.transform, grid.transform
+    if t.b or t.d or g.b or g.d or not math.isclose(t.a, g.a) or not math.isclose(t.e, g.e):
+        return None
+    col, row = (g.c - t.c) / t.a, (g.f - t.f) / t.e
+    if abs(col - round(col)) > 1e-6 or abs(row - round(row)) > 1e-6 or ds.crs != dst_crs:
+        return None
+    return int(round(col)), int(round(row))
+
+
+def _aligned_read(ds, band: int, grid: Grid, dst_crs: CRS) -> Optional[np.ndarray]:
+    """The grid's pixels copied straight from `ds` when no resampling is needed, else None.
+
+    Warping an aligned window is an identity for every resampling method, but GDAL's
+    warper still costs more CPU than decoding: most tiles of a mosaic are in its own CRS.
+    """
+    offset = _aligned_offset(ds, grid, dst_crs)
+    if offset is None:
+        return None
+    col, row = offset
+    h, w = grid.shape
+    c0, r0 = max(col, 0), max(row, 0)
+    c1, r1 = min(col + w, ds.width), min(row + h, ds.height)
+    dst = np.zeros(grid.shape, dtype=ds.dtypes[band - 1])
+    if c1 > c0 and r1 > r0:
+        dst[r0 - row:r1 - row, c0 - col:c1 - col] = ds.read(
+            band, window=Window(c0, r0, c1 - c0, r1 - r0))
+    return dst
+
+
 def read_to_grid(
     href: str,
     grid: Grid,
@@ -327,6 +359,9 @@ def read_to_grid(
                                     _pixel_size_in(grid, ds.crs))
         if level is not None:
             ds = _open(path, level)
+        aligned = _aligned_read(ds, band, grid, dst_crs)
+        if aligned is not None:  # the grid is the source's own pixel grid: no warp needed
+            return aligned if aligned.any() else None
         win = _window(ds, src_bounds, 2, clip=True)
         if win is None:
             return None

@@ -33,6 +33,24 @@ from .scene import BAND_RESOLUTION, SCL, Scene
 SCL_RESOLUTION = 20.0
 
 
+class ReadPools:
+    """Threads for the reads inside one block, so they run concurrently too: remote COG
+    reads are latency bound and a small AOI is a single block. Two pools, so a pass read
+    waiting on its band reads never waits on its own pool. One per run: threads keep
+    open datasets (and their cached tiles), which must not outlive the run."""
+
+    def __init__(self, workers: int) -> None:
+        options = io.current_options()
+        self.passes, self.bands = (
+            ThreadPoolExecutor(max_workers=workers, thread_name_prefix=f"clearsky-{kind}",
+                               initializer=io.init_worker, initargs=(options,))
+            for kind in ("pass", "band"))
+
+    def shutdown(self) -> None:
+        for pool in (self.passes, self.bands):
+            pool.shutdown(wait=True, cancel_futures=True)
+
+
 def search_scenes(params: SearchParams, progress: Optional[Progress] = None) -> SearchResult:
     """Every scene the catalog returns, with AOI coverage, AOI cloud % and a verdict."""
     params.validate()
@@ -114,8 +132,10 @@ def plan_passes(kept: Sequence[SceneReport], params: MosaicParams) -> List[_Pass
 class SceneReader:
     """Reads one scene's SCL and bands onto an output grid (a block or a clip), masked."""
 
-    def __init__(self, params: MosaicParams, grid: Grid) -> None:
+    def __init__(self, params: MosaicParams, grid: Grid,
+                 pools: Optional[ReadPools] = None) -> None:
         self.params = params
+        self.map = pools.bands.map if pools is not None else map
         self.invalid = frozenset(params.invalid_scl)
         # Dilation is given in 20 m SCL pixels; apply it in output pixels, reading a margin
         # so clouds just outside a block still grow into it.
@@ -127,6 +147,13 @@ class SceneReader:
 
     def usable(self, scene: Scene, block: Grid) -> Optional[np.ndarray]:
         """Clear-pixel mask of the scene over the block from its SCL, or None if no data."""
+        got = self.usable_and_covered(scene, block)
+        return None if got is None else got[0]
+
+    def usable_and_covered(
+        self, scene: Scene, block: Grid
+    ) -> Optional[Tuple[np.ndarray, np.ndarray]]:
+        """(clear-pixel mask, has-data mask) of the scene over the block, or None if no data."""
         m = self.radius + 1
         wide = Grid(
             block.crs, block.transform * Affine.translation(-m, -m), block.width + 2 * m,
@@ -138,8 +165,9 @@ class SceneReader:
         if scl is None:
             return None
         bad = clouds.invalid_mask(scl, self.invalid, self.radius)
-        ok = (~bad) & (scl != 0)
-        return ok[m:-m, m:-m]
+        has_data = scl != 0
+        ok = (~bad) & has_data
+        return ok[m:-m, m:-m], has_data[m:-m, m:-m]
 
     def reflectance(
         self, scene: Scene, block: Grid, usable: np.ndarray
@@ -147,10 +175,13 @@ class SceneReader:
         """Reflectance (nb, h, w) float32 and the final validity mask."""
         out = np.full((len(self.params.bands), block.height, block.width), np.nan, "float32")
         valid = usable.copy()
-        for i, band in enumerate(self.params.bands):
-            dn = io.read_to_grid(
+
+        def read(band: str) -> Optional[np.ndarray]:
+            return io.read_to_grid(
                 scene.assets[band], block, resampling=self.resampling, use_overviews=True
             )
+
+        for i, dn in enumerate(self.map(read, self.params.bands)):
             if dn is None:
                 valid[:] = False
                 break
@@ -212,6 +243,10 @@ class _SafeReads:
         usable = self._guard(index, self.reader.usable, scene, grid)
         return None if usable is None else usable & target
 
+    def usable_and_covered(self, index: int, scene: Scene, grid: Grid, target: np.ndarray):
+        got = self._guard(index, self.reader.usable_and_covered, scene, grid)
+        return None if got is None else (got[0] & target, got[1])
+
     def reflectance(self, index: int, scene: Scene, grid: Grid, usable: np.ndarray):
         return self._guard(index, self.reader.reflectance, scene, grid, usable)
 
@@ -222,11 +257,13 @@ def process_block(
     target: np.ndarray,
     params: MosaicParams,
     known_broken: Optional[Dict[int, str]] = None,
+    pools: Optional[ReadPools] = None,
 ) -> _BlockResult:
     """Read, mask and reduce one block; depends only on its arguments, so it can be
-    shipped to another worker."""
+    shipped to another worker (without `pools` its reads run one after the other)."""
     grid = block.grid
-    reads = _SafeReads(SceneReader(params, grid), {} if known_broken is None else known_broken)
+    reads = _SafeReads(SceneReader(params, grid, pools),
+                       {} if known_broken is None else known_broken)
     footprint = _block_polygon_wgs84(grid)
     relevant = [
         [(i, s) for i, s in p.scenes if s.footprint.intersects(footprint)] for p in passes
@@ -234,9 +271,18 @@ def process_block(
     if params.method is Method.BEST:
         result = _best_block(block, relevant, target, params, reads)
     else:
-        result = _stack_block(block, relevant, target, params, reads)
+        mapper = pools.passes.map if pools is not None else map
+        relevant = [_native_first(scenes, grid.crs) for scenes in relevant]
+        result = _stack_block(block, relevant, target, params, reads, mapper)
     result.broken = reads.broken
     return result
+
+
+def _native_first(scenes: List[Tuple[int, Scene]], crs: str) -> List[Tuple[int, Scene]]:
+    """Tiles of one pass with those in the output CRS first (read without warping); the
+    others only fill what those leave empty. Stable, so the plan order holds otherwise.
+    Only for stacks: best pixel keeps the plan's tile order (its choice of pixels)."""
+    return sorted(scenes, key=lambda item: item[1].crs != crs)
 
 
 def _best_block(block, relevant, target, params, reads: _SafeReads) -> _BlockResult:
@@ -270,22 +316,38 @@ def _best_block(block, relevant, target, params, reads: _SafeReads) -> _BlockRes
     return _BlockResult(block, target, values, count, source, contributed, {})
 
 
-def _stack_block(block, relevant, target, params, reads: _SafeReads) -> _BlockResult:
-    """Median or percentile over passes; the tiles of one pass merge into one observation."""
+def _read_pass(scenes, grid: Grid, target: np.ndarray, reads: _SafeReads):
+    """The usable observations of one pass's tiles over the block, with their scene index."""
+    observations, owners = [], []
+    covered = np.zeros(grid.shape, bool)
+    for index, scene in scenes:
+        if covered.any() and not (target & ~covered).any():
+            break  # tiles of one pass repeat one observation: the block is covered
+        got = reads.usable_and_covered(index, scene, grid, target)
+        if got is None:
+            continue
+        usable, has_data = got
+        covered |= has_data
+        if not usable.any():
+            continue
+        read = reads.reflectance(index, scene, grid, usable)
+        if read is not None:
+            observations.append(read)
+            owners.append(index)
+    return observations, owners
+
+
+def _stack_block(block, relevant, target, params, reads: _SafeReads, mapper=map
+                 ) -> _BlockResult:
+    """Median or percentile over passes; the tiles of one pass merge into one observation.
+    `mapper` (a pool's map) reads the passes concurrently; results come back in order."""
     grid = block.grid
     count = np.zeros(grid.shape, "uint16") if params.count_band else None
     contributed: Dict[int, int] = {}
     stack: List[np.ndarray] = []
-    for scenes in relevant:
-        observations, owners = [], []
-        for index, scene in scenes:
-            usable = reads.usable(index, scene, grid, target)
-            if usable is None or not usable.any():
-                continue
-            read = reads.reflectance(index, scene, grid, usable)
-            if read is not None:
-                observations.append(read)
-                owners.append(index)
+    for observations, owners in mapper(
+        lambda scenes: _read_pass(scenes, grid, target, reads), relevant
+    ):
         if not observations:
             continue
         taken = np.zeros(grid.shape, bool)
@@ -385,8 +447,9 @@ def _build_mosaic(
     def job(block: Block) -> _BlockResult:
         check_cancelled(progress)
         target = _target_mask(block.grid, aoi_in_grid, params.clip_to_aoi)
-        return process_block(block, passes, target, params, broken)
+        return process_block(block, passes, target, params, broken, pools)
 
+    pools = ReadPools(params.max_workers)
     own_executor = executor is None
     executor = executor or ThreadPoolExecutor(
         max_workers=params.max_workers, thread_name_prefix="clearsky-block",
@@ -422,6 +485,7 @@ def _build_mosaic(
     finally:
         if own_executor:
             executor.shutdown(wait=True, cancel_futures=True)
+        pools.shutdown()
 
     header = {"output": str(params.output), "parameters": _params_summary(params)}
     write_scene_report(reports, csv_path, json_path, header)

@@ -15,7 +15,7 @@ from .servers import build_once, prune_archives
 
 REPO = Path(__file__).resolve().parents[2]
 BUILD_DIR = REPO / ".build" / "world"
-KEEP_ARCHIVES = 4  # tests, demo and benchmark sizes; older generator versions go
+KEEP_ARCHIVES = 5  # tests, demo, bench smoke and bench sizes; older generator versions go
 
 
 def archive_key(extent_km: float, seed: int, block_size: int) -> str:
