@@ -31,6 +31,10 @@ from .results import MosaicResult, SceneReport, SearchResult
 from .scene import BAND_RESOLUTION, SCL, Scene
 
 SCL_RESOLUTION = 20.0
+# Blocks in flight at once. Reads inside a block already run concurrently (ReadPools), so
+# two blocks keep the connections busy while memory stays that of two blocks' stacks,
+# whatever the AOI size.
+BLOCKS_IN_FLIGHT = 2
 
 
 class ReadPools:
@@ -452,13 +456,13 @@ def _build_mosaic(
     pools = ReadPools(params.max_workers)
     own_executor = executor is None
     executor = executor or ThreadPoolExecutor(
-        max_workers=params.max_workers, thread_name_prefix="clearsky-block",
+        max_workers=BLOCKS_IN_FLIGHT, thread_name_prefix="clearsky-block",
         initializer=io.init_worker, initargs=(io.current_options(),),
     )
     blocks_progress = SubProgress(progress, 20, 92)
     try:
         with io.CogWriter(params.output, grid, len(band_names), dtype, 0, params.overwrite) as out:
-            results = _run_blocks(executor, blocks, job, 2 * params.max_workers)
+            results = _run_blocks(executor, blocks, job, BLOCKS_IN_FLIGHT)
             for done, result in enumerate(results):
                 check_cancelled(progress)
                 target = result.target
