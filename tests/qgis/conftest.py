@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Callable, Dict, Iterator, List
 
 import pytest
+from qgis.core import QgsApplication
 from qgis.gui import QgsBrowserGuiModel
 from qgis.PyQt.QtWidgets import QMenu, QToolBar
 
@@ -163,3 +164,19 @@ def stac_api() -> Iterator[str]:
         finally:
             server.terminate()
             server.wait(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def provider(qgis_processing):
+    """The Clearsky provider in the registry (left as found afterwards)."""
+    from clearsky.provider.provider import ClearskyProvider
+
+    registry = QgsApplication.processingRegistry()
+    existing = registry.providerById("clearsky")
+    if existing is not None:
+        yield existing
+        return
+    added = ClearskyProvider()
+    assert registry.addProvider(added)
+    yield added
+    registry.removeProvider(added)

@@ -16,7 +16,6 @@ import pytest
 import rasterio
 from qgis.core import (
     Qgis,
-    QgsApplication,
     QgsGeometry,
     QgsProcessingModelAlgorithm,
     QgsProcessingModelChildAlgorithm,
@@ -35,7 +34,6 @@ from shapely.geometry import mapping
 
 from clearsky.core.params import DEFAULT_COLLECTION, EARTH_SEARCH
 from clearsky.provider.compat import DATE_ONLY, NUMBER_DOUBLE, SOURCE_POLYGON
-from clearsky.provider.provider import ClearskyProvider
 
 MODEL = Path(__file__).resolve().parent / "search_and_build.model3"
 SHARED = {"AOI": "aoi", "START_DATE": "start", "END_DATE": "end", "CATALOG": "catalog",
@@ -101,19 +99,6 @@ def build_model() -> QgsProcessingModelAlgorithm:
         "Lists the scenes over the AOI with their AOI cloud share (footprints), then builds "
         "the cloud-free mosaic from the same filters.")})
     return model
-
-
-@pytest.fixture(scope="module")
-def provider(qgis_processing):
-    registry = QgsApplication.processingRegistry()
-    existing = registry.providerById("clearsky")
-    if existing is not None:
-        yield existing
-        return
-    added = ClearskyProvider()
-    assert registry.addProvider(added)
-    yield added
-    registry.removeProvider(added)
 
 
 @pytest.fixture

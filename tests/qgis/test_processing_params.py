@@ -37,7 +37,6 @@ from clearsky.provider.compat import (
     SOURCE_POLYGON,
 )
 from clearsky.provider.postprocessors import MosaicStyler
-from clearsky.provider.provider import ClearskyProvider
 from clearsky.ui.layers import rgb_band_numbers, style_footprints_layer, style_mosaic_layer
 
 BUILD = [
@@ -50,20 +49,6 @@ SEARCH = ["AOI", "START_DATE", "END_DATE", "CATALOG", "COLLECTION", "MAX_SCENE_C
 CLIPS = ["AOI", "NAME_FIELD", "START_DATE", "END_DATE", "CATALOG", "COLLECTION",
          "MAX_SCENE_CLOUD", "MAX_AOI_CLOUD", "BANDS", "OUTPUT_FOLDER", "OUTPUT"]
 BERLIN = "POLYGON((13.50 52.30, 13.52 52.30, 13.52 52.32, 13.50 52.32, 13.50 52.30))"
-
-
-@pytest.fixture(scope="module")
-def provider(qgis_processing):
-    """The Clearsky provider in the registry (left as found afterwards)."""
-    registry = QgsApplication.processingRegistry()
-    existing = registry.providerById("clearsky")
-    if existing is not None:
-        yield existing
-        return
-    added = ClearskyProvider()
-    assert registry.addProvider(added)
-    yield added
-    registry.removeProvider(added)
 
 
 @pytest.fixture

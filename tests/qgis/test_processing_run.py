@@ -30,7 +30,6 @@ from rasterio.features import geometry_mask
 from shapely.geometry import mapping, shape
 
 from clearsky.core.aoi import Aoi
-from clearsky.provider.provider import ClearskyProvider
 
 COLLECTION = "sentinel-2-c1-l2a"
 CLEAR_PASS_DAY = "2024-06-13"  # pass 4: clear_under_cloudy is clear, its tile >= 60 % cloudy
@@ -38,19 +37,6 @@ CLEAR_PASS_DAY = "2024-06-13"  # pass 4: clear_under_cloudy is clear, its tile >
 # strict AOI check matters, so these runs lift the lenient scene filter.
 ANY_SCENE = 100
 RGB = ("red", "green", "blue")
-
-
-@pytest.fixture(scope="module")
-def provider(qgis_processing):
-    registry = QgsApplication.processingRegistry()
-    existing = registry.providerById("clearsky")
-    if existing is not None:
-        yield existing
-        return
-    added = ClearskyProvider()
-    assert registry.addProvider(added)
-    yield added
-    registry.removeProvider(added)
 
 
 @pytest.fixture(scope="module")
