@@ -233,3 +233,20 @@ def test_geographic_target_crs_uses_metres_for_the_cloud_rules(world, served, tm
         build_mosaic(
             mosaic_params(world, served, tmp_path / "x.tif", target_crs="EPSG:4326", resolution=10)
         )
+
+
+def test_blocks_run_on_any_executor_with_the_same_pixels(world, served, tmp_path):
+    """The block jobs go through a concurrent.futures.Executor (a Dask client offers the same
+    interface): one worker thread or the default pool give identical mosaics."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    params = dict(method=Method.MEDIAN, count_band=False, block_size=128)
+    default = build_mosaic(mosaic_params(world, served, tmp_path / "default.tif", **params))
+    with ThreadPoolExecutor(max_workers=1) as single:
+        one = build_mosaic(
+            mosaic_params(world, served, tmp_path / "one.tif", **params), executor=single
+        )
+    a, *_ = read_mosaic(default.output)
+    b, *_ = read_mosaic(one.output)
+    assert (a[0] > 0).mean() > 0.5
+    assert np.array_equal(a, b)
