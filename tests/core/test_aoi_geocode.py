@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import socket
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -13,6 +12,7 @@ import pytest
 
 from clearsky.core.aoi import geocode
 from clearsky.core.errors import AoiError
+from world.servers import free_port
 
 KOEPENICK = {  # a district boundary (simplified) and a point result, as Nominatim answers
     "type": "FeatureCollection",
@@ -62,12 +62,6 @@ class FakeNominatim(BaseHTTPRequestHandler):
 
     def log_message(self, *args):
         pass
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import copy
 import json
-import socket
 import subprocess
 import sys
 import threading
@@ -22,17 +21,12 @@ from clearsky.core.deps import pystac_client
 from clearsky.core.errors import CancelledError, CatalogError
 from clearsky.core.params import MosaicParams, SearchParams
 from clearsky.core.progress import NullProgress
+from world.servers import free_port
 
 REAL = Path("/work/shared/real-stac")
 RUSTAC = Path(sys.executable).parent / "rustac"
 TWN_AOI = "15.6,47.2,15.9,47.5"  # inside MGRS 33TWN (Austria)
 TDE_AOI = "-105.2,40.1,-105.0,40.2"  # inside MGRS 13TDE (Colorado)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def mapchete(name: str) -> dict:

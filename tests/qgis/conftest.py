@@ -8,7 +8,6 @@ importable as `import qgis_process_env` from test files in this folder.
 from __future__ import annotations
 
 import importlib.util
-import socket
 import subprocess
 import sys
 import tempfile
@@ -21,6 +20,8 @@ import pytest
 from qgis.core import QgsApplication
 from qgis.gui import QgsBrowserGuiModel
 from qgis.PyQt.QtWidgets import QMenu, QToolBar
+
+from world.servers import free_port
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
@@ -127,12 +128,6 @@ def iface_with_menus(qgis_iface, monkeypatch) -> Iterator[tuple]:
     yield qgis_iface, menus
     qgis_iface.mainWindow().menuBar().removeAction(menus.raster_menu.menuAction())
     menus.toolbar.deleteLater()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture
