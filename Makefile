@@ -3,12 +3,15 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 export QT_QPA_PLATFORM ?= offscreen
 
-.PHONY: setup test demo lint package bench clean screenshots
+.PHONY: setup test demo lint types package bench clean screenshots
 
 setup:
 	@bash scripts/setup.sh
 
+# Lint and a type check of the engine first: both must be clean before the suite runs.
 test: setup
+	$(VENV)/bin/ruff check .
+	$(MAKE) --no-print-directory types
 	$(PY) -m pytest
 
 demo: setup
@@ -16,6 +19,10 @@ demo: setup
 
 lint: setup
 	$(VENV)/bin/ruff check .
+
+# mypy sees core/ as the package clearsky.core, as QGIS imports it.
+types: setup
+	cd .build/importroot && ../../$(VENV)/bin/mypy --config-file ../../pyproject.toml -p clearsky.core
 
 package: setup
 	$(PY) scripts/package.py

@@ -22,7 +22,6 @@ from .dependencies import install_hint
 PLUGIN_NAME = "Clearsky"
 MENU = "Clearsky"  # the sub-menu of the Raster menu
 LOG_TAG = "Clearsky"  # the tab in the Log Messages panel
-ALGORITHM_ID = "clearsky:buildmosaic"
 ICON = Path(__file__).resolve().parent / "resources" / "icon.svg"
 
 

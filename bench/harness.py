@@ -27,7 +27,7 @@ from shapely.geometry import box, shape
 from clearsky.core.api import Aoi, MosaicParams, SearchParams, search_scenes
 from clearsky.core.grid import output_grid
 from clearsky.core.io import gdal_options
-from clearsky.core.mosaic import plan_passes
+from clearsky.core.plan import plan_passes
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -86,7 +86,7 @@ def plan(stac_url: str, side_km: float, threads: int) -> Workload:
         "aoi", "start", "end", "catalog_url", "collection", "max_scene_cloud", "max_aoi_cloud",
         "invalid_scl", "dilation", "max_workers")}))
     kept = [r for r in search.reports if r.kept]
-    passes = plan_passes(kept, params)
+    passes = plan_passes(kept, params.start, params.end, params.target_date)
     grid = output_grid(aoi, CRS, 10.0)
     return Workload(
         stac_url, bounds, threads,

@@ -11,6 +11,7 @@ import contextlib
 import posixpath
 import re
 from datetime import datetime, timezone
+from functools import partial
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 from urllib.parse import urlsplit, urlunsplit
 
@@ -167,10 +168,12 @@ def asset_names(
         name = _asset_band(key, asset, template)
         if name:
             candidates.setdefault(name, []).append(key)
-    return {
-        name: min(keys, key=lambda k, n=name: _preference(k, assets[k], n))
-        for name, keys in candidates.items()
-    }
+    return {name: min(keys, key=partial(_by_preference, assets, name))
+            for name, keys in candidates.items()}
+
+
+def _by_preference(assets: Mapping[str, dict], name: str, key: str) -> tuple:
+    return _preference(key, assets[key], name)
 
 
 def _asset_band(key: str, asset: Mapping, template: Mapping) -> Optional[str]:
@@ -458,7 +461,7 @@ def dedupe(scenes: Sequence[Scene]) -> Tuple[List[Scene], List[Tuple[Scene, str]
 
 def _acquisition_keys(s: Scene) -> List[tuple]:
     base = (s.collection, s.tile, s.platform)
-    keys = [base + ("t", s.datetime.replace(microsecond=0))]
+    keys: List[tuple] = [base + ("t", s.datetime.replace(microsecond=0))]
     m = _SENSING.search(str(s.properties.get("s2:datastrip_id") or "") + "_")
     if m:
         keys.append(base + ("ds", m.group(1)))

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import fields, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -16,36 +16,43 @@ from shapely.ops import unary_union
 
 from . import catalog, clouds, composite, io
 from .aoi import WGS84, Aoi
+from .clouds import MaskRule
 from .errors import InvalidParameterError, OutputError, ReadError
 from .grid import geometry_mask, output_grid
-from .mosaic import SceneReader
-from .params import MosaicParams, SearchParams
+from .options import parse_bands
+from .params import SearchParams
 from .progress import NullProgress, Progress, SubProgress, check_cancelled
+from .reader import SceneReader
 from .report import atomic_write_text, rows_to_csv
 from .results import ClipRecord, ClipsResult, SceneReport
 
 CLIP_FIELDS = ("aoi_name", "scene_id", "datetime", "aoi_cloud", "aoi_coverage", "path")
 FULL_COVERAGE = 99.0  # % of the AOI a scene must cover to give a clip
+MAX_AOI_CLOUD = 2.0  # the clips' default AOI cloud limit: only (almost) clear clips
+CLIP_RESOLUTION = 10.0  # metres
 
 
 def _safe(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("_") or "aoi"
 
 
-def _pick_per_pass(reports: Sequence[SceneReport]) -> List[SceneReport]:
-    """One clip per pass: the tile that covers the AOI best, then the clearest."""
+def _pick_per_pass(reports: Sequence[SceneReport]
+                   ) -> Tuple[List[SceneReport], List[SceneReport]]:
+    """(one report per clear pass: the tile that covers the AOI best, then the clearest;
+    every report with the verdict of this stage: partial coverage leaves a scene out)."""
     best: Dict[str, SceneReport] = {}
+    verdicts: List[SceneReport] = []
     for r in reports:
+        if r.kept and (r.aoi_coverage or 0.0) < FULL_COVERAGE:
+            r = replace(r, kept=False, reason=f"covers only {r.aoi_coverage:.1f} % of the AOI")
+        verdicts.append(r)
         if not r.kept:
-            continue
-        if (r.aoi_coverage or 0.0) < FULL_COVERAGE:
-            r.kept, r.reason = False, f"covers only {r.aoi_coverage:.1f} % of the AOI"
             continue
         current = best.get(r.scene.pass_id)
         key = (r.aoi_coverage, -(r.aoi_cloud or 0.0))
         if current is None or key > (current.aoi_coverage, -(current.aoi_cloud or 0.0)):
             best[r.scene.pass_id] = r
-    return sorted(best.values(), key=lambda r: r.scene.datetime)
+    return sorted(best.values(), key=lambda r: r.scene.datetime), verdicts
 
 
 def clear_clips(
@@ -78,10 +85,8 @@ def _clear_clips(
     union = Aoi(unary_union([a.wgs84 for _, a in aois]), WGS84)
     search_params = replace(params, aoi=union)
     search_params.validate()
-    # Reuse the mosaic's validated band list and masking rules.
-    shared = {f.name: getattr(search_params, f.name) for f in fields(SearchParams)}
-    mosaic_params = MosaicParams(**shared, bands=tuple(bands), output=Path("clip.tif"))
-    mosaic_params.validate()
+    bands = parse_bands(bands)
+    rule = MaskRule(frozenset(search_params.invalid_scl), int(search_params.dilation))
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -95,9 +100,10 @@ def _clear_clips(
     for n, (name, aoi) in enumerate(aois):
         check_cancelled(progress)
         span = SubProgress(progress, 20 + 30 * n / len(aois), 20 + 30 * (n + 1) / len(aois))
-        reports = clouds.check_aoi_clouds(candidates, aoi, replace(search_params, aoi=aoi), span)
-        per_aoi[name] = reports
-        for r in _pick_per_pass(reports):
+        checked = clouds.check_aoi_clouds(candidates, aoi, replace(search_params, aoi=aoi), span,
+                                          rule=rule)
+        picked, per_aoi[name] = _pick_per_pass(checked)
+        for r in picked:
             stamp = r.scene.datetime.strftime("%Y%m%d")
             path = folder / f"{_safe(name)}_{stamp}_{_safe(r.scene.id)}.tif"
             jobs.append((name, aoi, r, path))
@@ -110,19 +116,20 @@ def _clear_clips(
             )
 
     written: List[Path] = []
+    unreadable: Dict[Tuple[str, str], str] = {}  # (aoi name, scene id) -> why
 
     def write(job) -> Optional[ClipRecord]:
         name, aoi, report, path = job
         check_cancelled(progress)
-        grid = output_grid(aoi, None, 10.0)
+        grid = output_grid(aoi, None, CLIP_RESOLUTION)
         inside = geometry_mask(grid, aoi.to_crs(grid.crs))
-        reader = SceneReader(mosaic_params, grid)
+        reader = SceneReader(bands, rule, grid)
         try:
             usable = reader.usable(report.scene, grid)
             usable = inside if usable is None else usable & inside
             values, _valid = reader.reflectance(report.scene, grid, usable)
         except ReadError as exc:  # skip this clip, say why; the others still count
-            report.kept, report.reason = False, f"skipped, could not be read: {exc}"
+            unreadable[(name, report.scene.id)] = f"skipped, could not be read: {exc}"
             return None
         io.write_cog(
             path, grid, composite.to_uint16(values), dtype="uint16", nodata=0,
@@ -151,6 +158,11 @@ def _clear_clips(
         for path in written:  # a cancelled or failed run leaves none of its clips behind
             path.unlink(missing_ok=True)
         raise
+    per_aoi = {
+        name: [replace(r, kept=False, reason=unreadable[(name, r.scene.id)])
+               if (name, r.scene.id) in unreadable else r for r in reports]
+        for name, reports in per_aoi.items()
+    }
     coverage = {(n, r.scene.id): r.aoi_coverage for n, _, r, _ in jobs}
     rows = [
         {**vars(rec), "path": str(rec.path), "aoi_coverage": coverage[(rec.aoi_name, rec.scene_id)]}

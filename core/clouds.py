@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import math
 from concurrent.futures import ThreadPoolExecutor, as_completed
-from typing import Iterable, List, Optional, Tuple
+from dataclasses import dataclass
+from typing import FrozenSet, Iterable, List, Optional, Tuple
 
 import numpy as np
 
@@ -16,12 +17,13 @@ from .aoi import Aoi
 from .errors import CancelledError
 from .grid import Grid, geometry_mask, reproject_geometry
 from .io import current_options, init_worker, read_native_window
-from .params import SearchParams
+from .options import DEFAULT_INVALID_SCL, default
 from .progress import Progress, check_cancelled
 from .results import SceneReport
 from .scene import SCL, Scene
 
 NODATA = 0
+SCL_RESOLUTION = 20.0  # metres: the dilation is counted in these pixels
 # Classes whose SCL outline misses a halo: grown by the dilation when they are invalid.
 CLOUD_LIKE = frozenset({3, 7, 8, 9, 10, 11})
 
@@ -77,6 +79,24 @@ def invalid_mask(scl: np.ndarray, invalid: Iterable[int], dilation: int = 0) -> 
     return mask
 
 
+@dataclass(frozen=True)
+class MaskRule:
+    """Which SCL classes are unusable and how far cloud-like ones grow (20 m pixels).
+
+    The AOI cloud check and the mosaic take the same rule, so the AOI cloud % a user
+    sees is the share of pixels the mosaic will refuse."""
+
+    invalid: FrozenSet[int] = DEFAULT_INVALID_SCL
+    dilation: int = default("dilation")
+
+    def radius_px(self, pixel_m: float) -> int:
+        """The dilation in pixels of size `pixel_m` metres."""
+        return int(math.ceil(self.dilation * SCL_RESOLUTION / pixel_m))
+
+    def unusable(self, scl: np.ndarray, radius: int) -> np.ndarray:
+        return invalid_mask(scl, self.invalid, radius)
+
+
 def aoi_scl_stats(scene: Scene, aoi: Aoi, invalid: Iterable[int], *,
                   allow_local: bool = False, dilation: int = 0) -> Tuple[float, float, int]:
     """(coverage %, cloud %, covered pixels) of the AOI in this scene's SCL.
@@ -109,46 +129,48 @@ def aoi_scl_stats(scene: Scene, aoi: Aoi, invalid: Iterable[int], *,
     return 100.0 * n_cov / n_aoi, 100.0 * int(bad.sum()) / n_cov, n_cov
 
 
-def _verdict(report: SceneReport, max_cloud: float) -> SceneReport:
-    if not report.aoi_coverage:
-        report.kept, report.reason = False, "does not cover the AOI"
-    elif report.aoi_cloud is not None and report.aoi_cloud > max_cloud:
-        report.kept = False
-        report.reason = f"AOI cloud {report.aoi_cloud:.1f} % > {max_cloud:g} %"
-    else:
-        report.kept, report.reason = True, ""
-    return report
+def verdict(scene: Scene, coverage: float, cloud: float, max_cloud: float) -> SceneReport:
+    """The search stage's report of one checked scene (cloud NaN: nothing covered)."""
+    aoi_cloud = None if math.isnan(cloud) else cloud
+    if not coverage:
+        return SceneReport(scene, coverage, aoi_cloud, False, "does not cover the AOI")
+    if aoi_cloud is not None and aoi_cloud > max_cloud:
+        return SceneReport(scene, coverage, aoi_cloud, False,
+                           f"AOI cloud {aoi_cloud:.1f} % > {max_cloud:g} %")
+    return SceneReport(scene, coverage, aoi_cloud, True, "")
 
 
-def check_aoi_clouds(scenes: List[Scene], aoi: Aoi, params: SearchParams, progress: Progress,
-                     *, allow_local: bool = False, dilation: int = 0) -> List[SceneReport]:
+def check_aoi_clouds(scenes: List[Scene], aoi: Aoi, params, progress: Progress, *,
+                     allow_local: bool = False, rule: Optional[MaskRule] = None
+                     ) -> List[SceneReport]:
     """One SceneReport per scene (input order) with AOI coverage, AOI cloud and a verdict.
 
-    Scenes are checked concurrently; a scene whose SCL cannot be read is rejected with
-    the reason, the run goes on. Raises CancelledError when the user cancels.
+    `params` gives the limit (max_aoi_cloud), the concurrency (max_workers) and, unless
+    `rule` is given, the mask rule (invalid_scl, dilation): the mosaic's own rule, so the
+    % shown is the % the mosaic faces. Scenes are checked concurrently; a scene whose SCL
+    cannot be read is rejected with the reason, the run goes on. Raises CancelledError
+    when the user cancels.
     """
     scenes = list(scenes)
     if not scenes:
         return []
     check_cancelled(progress)
+    rule = rule or MaskRule(frozenset(params.invalid_scl), int(params.dilation))
 
     def one(scene: Scene) -> SceneReport:
-        report = SceneReport(scene)
         if progress.is_cancelled():
-            return report
+            return SceneReport(scene, reason="cancelled")
         try:
-            cov, cloud, _ = aoi_scl_stats(scene, aoi, params.invalid_scl,
-                                          allow_local=allow_local, dilation=dilation)
+            cov, cloud, _ = aoi_scl_stats(scene, aoi, rule.invalid, allow_local=allow_local,
+                                          dilation=rule.dilation)
         except CancelledError:
             raise
         except Exception as exc:  # one unreadable scene must not stop the run
             msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
-            report.reason = f"SCL could not be read: {msg}"
-            progress.info(f"{scene.id}: {report.reason}")
-            return report
-        report.aoi_coverage = cov
-        report.aoi_cloud = None if math.isnan(cloud) else cloud
-        return _verdict(report, params.max_aoi_cloud)
+            reason = f"SCL could not be read: {msg}"
+            progress.info(f"{scene.id}: {reason}")
+            return SceneReport(scene, reason=reason)
+        return verdict(scene, cov, cloud, params.max_aoi_cloud)
 
     reports: List[Optional[SceneReport]] = [None] * len(scenes)
     workers = max(1, min(params.max_workers, len(scenes)))
@@ -167,4 +189,3 @@ def check_aoi_clouds(scenes: List[Scene], aoi: Aoi, params: SearchParams, progre
                 fut.cancel()
             raise
     return [r for r in reports if r is not None]
-

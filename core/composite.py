@@ -52,7 +52,7 @@ def merge_pass(observations: Sequence[Tuple[np.ndarray, np.ndarray]]
     values, valid = observations[0]
     if len(observations) == 1:
         return values, np.asarray(valid, dtype=bool)
-    best = BestPixel(values.shape[0], values.shape[1:])
+    best = BestPixel(values.shape[0], (values.shape[1], values.shape[2]))
     for vals, ok in observations:
         best.add(vals, ok, 0)
     return best.values, best.filled

@@ -5,7 +5,7 @@ imports rewritten, so they never clash with another plugin's copy.
 """
 
 try:  # packaged plugin
-    from .._vendor import pystac, pystac_client  # type: ignore[attr-defined]
+    from .._vendor import pystac, pystac_client
 except ImportError:  # development checkout: the venv's pinned copies
     import pystac  # noqa: F401
     import pystac_client  # noqa: F401

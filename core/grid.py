@@ -24,7 +24,6 @@ from .aoi import Aoi
 from .errors import InvalidParameterError
 from .geometry_ops import transform_xy
 
-MAX_DEGREES = 0.1  # a larger "degree" resolution is surely metres typed by mistake
 MAX_GRID_SIDE = 1_000_000  # pixels; beyond this the resolution is almost surely in wrong units
 # rasterio's in-memory rasterize/warp, run in threads, now and then emit a spurious
 # NotGeoreferencedWarning although a transform is given and the result is right (see
@@ -55,8 +54,13 @@ class Grid:
 
     @property
     def resolution(self) -> float:
-        """Pixel size in CRS units (the grids built here have square pixels)."""
+        """Pixel width in CRS units (square except on a geographic CRS, see `res`)."""
         return abs(self.transform.a)
+
+    @property
+    def res(self) -> Tuple[float, float]:
+        """(x, y) pixel size in CRS units."""
+        return abs(self.transform.a), abs(self.transform.e)
 
     def subgrid(self, row_off: int, col_off: int, height: int, width: int) -> Grid:
         """The window of this grid starting at (row_off, col_off), same CRS and pixel size."""
@@ -155,8 +159,31 @@ def reproject_geometry(geometry: BaseGeometry, src_crs: str, dst_crs: str) -> Ba
     return transform_xy(tr.transform, densify(geometry))
 
 
+def pixel_size_in_crs(aoi: Aoi, crs: CRS, metres: float) -> Tuple[float, float]:
+    """(x, y) pixel size in `crs` units for `metres` on the ground at the AOI's centre.
+
+    Projected CRSs scale by their unit (metres, feet); a geographic CRS gets the degrees
+    of longitude and latitude that span `metres` at the AOI's latitude, so the pixels are
+    `metres` wide on the ground in both directions, not only at the equator.
+    """
+    if not crs.is_geographic:
+        factor = crs.axis_info[0].unit_conversion_factor if crs.axis_info else 1.0
+        size = metres / (factor or 1.0)
+        return size, size
+    c = aoi.wgs84.centroid
+    lat = min(max(c.y, -89.0), 89.0)
+    geod = Geod(ellps="WGS84")
+    step = 0.01  # degrees: short enough to be straight, long enough to be exact in floats
+    per_lon = geod.inv(c.x, lat, c.x + step, lat)[2] / step
+    per_lat = geod.inv(c.x, lat - step / 2, c.x, lat + step / 2)[2] / step
+    return metres / per_lon, metres / per_lat
+
+
 def output_grid(aoi: Aoi, crs: str | None, resolution: float) -> Grid:
-    """The grid covering the AOI in `crs` (default: its UTM zone), snapped outward."""
+    """The grid covering the AOI in `crs` (default: its UTM zone), snapped outward.
+
+    `resolution` is the pixel size in metres on the ground, whatever the CRS's units.
+    """
     if not resolution or resolution <= 0 or not math.isfinite(resolution):
         raise InvalidParameterError(f"The resolution must be positive, not {resolution}.")
     crs = crs or utm_crs_for(aoi)
@@ -166,11 +193,7 @@ def output_grid(aoi: Aoi, crs: str | None, resolution: float) -> Grid:
         raise InvalidParameterError(
             f"Unknown output CRS {crs!r}: use an EPSG code such as EPSG:32633."
         ) from exc
-    if crs_obj.is_geographic and resolution > MAX_DEGREES:
-        raise InvalidParameterError(
-            f"The resolution {resolution:g} is in degrees for {crs}, a geographic CRS: use "
-            "about 0.0001 for 10 m, or choose a projected CRS such as the AOI's UTM zone."
-        )
+    xres, yres = pixel_size_in_crs(aoi, crs_obj, resolution)
     geom = reproject_geometry(aoi.geometry, aoi.crs, crs_obj.to_wkt())
     minx, miny, maxx, maxy = geom.bounds
     if not all(math.isfinite(v) for v in (minx, miny, maxx, maxy)):
@@ -178,18 +201,18 @@ def output_grid(aoi: Aoi, crs: str | None, resolution: float) -> Grid:
             f"The area of interest cannot be expressed in {crs}: choose a CRS that covers it."
         )
     eps = 1e-9  # absorbs float noise so a bound already on the grid is not pushed out a pixel
-    x0 = math.floor(minx / resolution + eps) * resolution
-    y0 = math.floor(miny / resolution + eps) * resolution
-    x1 = math.ceil(maxx / resolution - eps) * resolution
-    y1 = math.ceil(maxy / resolution - eps) * resolution
-    width = max(1, int(round((x1 - x0) / resolution)))
-    height = max(1, int(round((y1 - y0) / resolution)))
+    x0 = math.floor(minx / xres + eps) * xres
+    y0 = math.floor(miny / yres + eps) * yres
+    x1 = math.ceil(maxx / xres - eps) * xres
+    y1 = math.ceil(maxy / yres - eps) * yres
+    width = max(1, int(round((x1 - x0) / xres)))
+    height = max(1, int(round((y1 - y0) / yres)))
     if max(width, height) > MAX_GRID_SIDE:
         raise InvalidParameterError(
-            f"The output would be {width} x {height} pixels: is the resolution {resolution} "
-            f"in the units of {crs} (metres for UTM, degrees for EPSG:4326)?"
+            f"The output would be {width} x {height} pixels of {resolution:g} m: choose a "
+            "coarser resolution (in metres, whatever the CRS units) or a smaller area."
         )
-    return Grid(crs, Affine(resolution, 0.0, x0, 0.0, -resolution, y1), width, height)
+    return Grid(crs, Affine(xres, 0.0, x0, 0.0, -yres, y1), width, height)
 
 
 def pixel_size_m(grid: Grid) -> float:

@@ -480,10 +480,9 @@ class CogWriter:
     def __enter__(self) -> CogWriter:
         return self
 
-    def __exit__(self, *exc) -> bool:
+    def __exit__(self, *exc) -> None:
         if not self._done:
             self.abort()
-        return False
 
     def write(self, block_row_off: int, block_col_off: int, array: np.ndarray) -> None:
         """Write (count, h, w) (or (h, w) for one band) at the block's offset."""

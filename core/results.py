@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import List, Optional, Tuple
+
+from affine import Affine
 
 from .scene import Scene
 
 
-@dataclass
+@dataclass(frozen=True)
 class SceneReport:
-    """One row of the scene report; `reason` says why a scene was rejected (or '')."""
+    """One row of the scene report; `reason` says why a scene was rejected (or '').
+
+    Frozen: each stage returns new reports (`dataclasses.replace`), none patches one."""
 
     scene: Scene
     aoi_coverage: Optional[float] = None  # % of the AOI with data in this scene
@@ -57,19 +61,11 @@ class MosaicResult:
     reports: List[SceneReport]
     band_names: Tuple[str, ...]
     crs: str
-    resolution: float
+    resolution: float  # metres on the ground, as asked
     bounds: Tuple[float, float, float, float]
     shape: Tuple[int, int]  # rows, cols
     filled_fraction: float  # share of AOI pixels that got a value
-    stats: dict = field(default_factory=dict)  # bytes/requests/timings where known
-
-    def summary(self) -> dict:
-        d = asdict(self)
-        d["reports"] = [r.row() for r in self.reports]
-        d["output"], d["report_json"], d["report_csv"] = map(
-            str, (self.output, self.report_json, self.report_csv)
-        )
-        return d
+    transform: Optional[Affine] = None  # the output grid (pixel size in CRS units)
 
 
 @dataclass

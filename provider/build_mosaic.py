@@ -10,23 +10,15 @@ from qgis.core import (
     QgsProcessingContext,
     QgsProcessingException,
     QgsProcessingFeedback,
-    QgsProcessingParameterBoolean,
-    QgsProcessingParameterCrs,
-    QgsProcessingParameterEnum,
     QgsProcessingParameterFileDestination,
-    QgsProcessingParameterNumber,
     QgsProcessingParameterRasterDestination,
 )
 
-from ..core.params import Method, MosaicParams, OutputType
+from ..core.params import MosaicParams
 from ..ui.geometry import aoi_from_geometries
 from . import parameters as pdefs
 from .base import ClearskyAlgorithm
-from .compat import NUMBER_DOUBLE
 from .postprocessors import MosaicStyler, keep_alive
-
-METHODS = (Method.BEST, Method.MEDIAN, Method.PERCENTILE)
-OUTPUT_TYPES = (OutputType.REFLECTANCE, OutputType.VISUAL)
 
 
 def read_aoi(alg: Any, parameters: dict, context: QgsProcessingContext):
@@ -61,24 +53,7 @@ class BuildMosaicAlgorithm(ClearskyAlgorithm):
                 (pdefs.AOI, self.tr(
                     "Polygon layer; all features (or only the selected ones) are dissolved "
                     "into one area of interest.")),
-                *pdefs.search_help(self.tr("Default 50.")),
-                (pdefs.METHOD, self.tr(
-                    "0 = best available pixel (the clearest scene nearest the middle of the "
-                    "dates fills each pixel first), 1 = median, 2 = percentile of the clear "
-                    "observations of each pixel.")),
-                (pdefs.PERCENTILE, self.tr("Percentile (0-100) for method 2. Default 25.")),
-                (pdefs.BANDS, pdefs.HELP[pdefs.BANDS] + self.tr(" Default red,green,blue.")),
-                (pdefs.OUTPUT_TYPE, self.tr(
-                    "0 = reflectance (uint16, reflectance x 10000, 0 = nodata), 1 = 8-bit true "
-                    "colour (needs bands red,green,blue; reflectance 0-0.3 stretched to 1-255).")),
-                (pdefs.COUNT_BAND, self.tr(
-                    "Add a last band with the number of clear observations per pixel.")),
-                (pdefs.TARGET_CRS, self.tr(
-                    "CRS of the output; empty = the UTM zone of the AOI's centre.")),
-                (pdefs.RESOLUTION, self.tr("Pixel size in units of the target CRS. Default 10.")),
-                (pdefs.CLIP_TO_AOI, self.tr(
-                    "Pixels outside the AOI polygon are nodata; off = the whole bounding "
-                    "rectangle is filled.")),
+                *pdefs.help_entries(pdefs.MOSAIC_FIELDS),
                 (pdefs.OUTPUT, self.tr("The mosaic, a Cloud-Optimized GeoTIFF (.tif).")),
                 (pdefs.REPORT, self.tr(
                     "Optional CSV of every scene found, with its AOI cloud share and verdict; "
@@ -89,36 +64,8 @@ class BuildMosaicAlgorithm(ClearskyAlgorithm):
 
     def initAlgorithm(self, config: Optional[Dict[str, Any]] = None) -> None:
         self.addParameter(pdefs.aoi_parameter(self.tr("Area of interest (polygons)")))
-        for p in pdefs.search_parameters(max_aoi_cloud=50.0):
+        for p in pdefs.definitions(pdefs.MOSAIC_FIELDS):
             self.addParameter(p)
-        self.addParameter(QgsProcessingParameterEnum(
-            pdefs.METHOD, self.tr("Compositing method"),
-            [self.tr("Best available pixel"), self.tr("Median"), self.tr("Percentile")],
-            False, 0,
-        ))
-        self.addParameter(QgsProcessingParameterNumber(
-            pdefs.PERCENTILE, self.tr("Percentile (method Percentile)"), NUMBER_DOUBLE, 25.0,
-            False, 0, 100,
-        ))
-        self.addParameter(pdefs.bands_parameter())
-        self.addParameter(QgsProcessingParameterEnum(
-            pdefs.OUTPUT_TYPE, self.tr("Output type"),
-            [self.tr("Reflectance (uint16, x 10000)"), self.tr("True colour (8-bit RGB)")],
-            False, 0,
-        ))
-        self.addParameter(QgsProcessingParameterBoolean(
-            pdefs.COUNT_BAND, self.tr("Add a band counting clear observations"), False
-        ))
-        self.addParameter(QgsProcessingParameterCrs(
-            pdefs.TARGET_CRS, self.tr("Target CRS (empty: UTM zone of the AOI)"), None, True
-        ))
-        self.addParameter(QgsProcessingParameterNumber(
-            pdefs.RESOLUTION, self.tr("Resolution (target CRS units)"), NUMBER_DOUBLE, 10.0,
-            False, 0.0,
-        ))
-        self.addParameter(QgsProcessingParameterBoolean(
-            pdefs.CLIP_TO_AOI, self.tr("Clip to the AOI polygon"), True
-        ))
         self.addParameter(QgsProcessingParameterRasterDestination(
             pdefs.OUTPUT, self.tr("Cloud-free mosaic (COG)")
         ))
@@ -130,10 +77,7 @@ class BuildMosaicAlgorithm(ClearskyAlgorithm):
     def engine_params(
         self, parameters: dict, context: QgsProcessingContext, for_run: bool
     ) -> MosaicParams:
-        start = pdefs.read_date(self, parameters, pdefs.START_DATE, context)
-        end = pdefs.read_date(self, parameters, pdefs.END_DATE, context)
-        bands = pdefs.read_bands(self.parameterAsString(parameters, pdefs.BANDS, context))
-        crs = self.parameterAsCrs(parameters, pdefs.TARGET_CRS, context)
+        values = pdefs.read_options(self, parameters, context, pdefs.MOSAIC_FIELDS)
         output = Path("check.tif")
         report: Optional[Path] = None
         if for_run:
@@ -142,24 +86,9 @@ class BuildMosaicAlgorithm(ClearskyAlgorithm):
             report = Path(report_text) if report_text else None
         aoi = read_aoi(self, parameters, context)
         params = MosaicParams(
-            aoi=aoi,
-            start=start,
-            end=end,
-            catalog_url=self.parameterAsString(parameters, pdefs.CATALOG, context).strip(),
-            collection=self.parameterAsString(parameters, pdefs.COLLECTION, context).strip(),
-            max_scene_cloud=self.parameterAsDouble(parameters, pdefs.MAX_SCENE_CLOUD, context),
-            max_aoi_cloud=self.parameterAsDouble(parameters, pdefs.MAX_AOI_CLOUD, context),
-            output=output,
-            report_csv=report,
-            bands=bands,
-            method=METHODS[self.parameterAsEnum(parameters, pdefs.METHOD, context)],
-            percentile=self.parameterAsDouble(parameters, pdefs.PERCENTILE, context),
-            count_band=self.parameterAsBoolean(parameters, pdefs.COUNT_BAND, context),
-            target_crs=pdefs.crs_string(crs) if crs.isValid() else None,
-            resolution=self.parameterAsDouble(parameters, pdefs.RESOLUTION, context),
-            clip_to_aoi=self.parameterAsBoolean(parameters, pdefs.CLIP_TO_AOI, context),
-            output_type=OUTPUT_TYPES[self.parameterAsEnum(parameters, pdefs.OUTPUT_TYPE, context)],
+            aoi=aoi, output=output, report_csv=report,
             overwrite=True,  # Processing convention: the destination chosen is replaced
+            **values,
         )
         self.build(params.validate)
         return params

@@ -20,6 +20,7 @@ from qgis.core import (
 )
 
 from ..core.aoi import Aoi, parse_aoi
+from ..core.clips import MAX_AOI_CLOUD as CLIPS_MAX_AOI_CLOUD
 from ..core.params import SearchParams
 from ..ui.geometry import to_shapely
 from . import parameters as pdefs
@@ -82,10 +83,7 @@ class ClearClipsAlgorithm(ClearskyAlgorithm):
                 (pdefs.NAME_FIELD, self.tr(
                     "Field naming each area in file names and the table; empty = the feature "
                     "id. Repeated names get _<feature id> appended.")),
-                *pdefs.search_help(
-                    self.tr("Default 2: only (almost) cloud-free clips are written.")
-                ),
-                (pdefs.BANDS, pdefs.HELP[pdefs.BANDS] + self.tr(" Default red,green,blue.")),
+                *pdefs.help_entries(pdefs.CLIPS_FIELDS, max_aoi_cloud=CLIPS_MAX_AOI_CLOUD),
                 (pdefs.OUTPUT_FOLDER, self.tr(
                     "Folder for the clips and clear_clips.csv (created if missing; clips with "
                     "the same name are replaced).")),
@@ -101,9 +99,8 @@ class ClearClipsAlgorithm(ClearskyAlgorithm):
             pdefs.NAME_FIELD, self.tr("Name field (empty: feature id)"), None, pdefs.AOI, FIELD_ANY,
             False, True,
         ))
-        for p in pdefs.search_parameters(max_aoi_cloud=2.0):
+        for p in pdefs.definitions(pdefs.CLIPS_FIELDS, max_aoi_cloud=CLIPS_MAX_AOI_CLOUD):
             self.addParameter(p)
-        self.addParameter(pdefs.bands_parameter())
         self.addParameter(QgsProcessingParameterFolderDestination(
             pdefs.OUTPUT_FOLDER, self.tr("Output folder")
         ))
@@ -143,17 +140,11 @@ class ClearClipsAlgorithm(ClearskyAlgorithm):
     def engine_params(
         self, parameters: dict, context: QgsProcessingContext, for_run: bool
     ) -> Tuple[SearchParams, List[Tuple[str, Aoi]], Tuple[str, ...]]:
-        bands = pdefs.read_bands(self.parameterAsString(parameters, pdefs.BANDS, context))
+        values = pdefs.read_options(self, parameters, context, pdefs.CLIPS_FIELDS)
+        bands = values.pop("bands")
         aois = self.read_aois(parameters, context)
-        params = SearchParams(
-            aoi=aois[0][1],  # the engine searches over the union of all AOIs
-            start=pdefs.read_date(self, parameters, pdefs.START_DATE, context),
-            end=pdefs.read_date(self, parameters, pdefs.END_DATE, context),
-            catalog_url=self.parameterAsString(parameters, pdefs.CATALOG, context).strip(),
-            collection=self.parameterAsString(parameters, pdefs.COLLECTION, context).strip(),
-            max_scene_cloud=self.parameterAsDouble(parameters, pdefs.MAX_SCENE_CLOUD, context),
-            max_aoi_cloud=self.parameterAsDouble(parameters, pdefs.MAX_AOI_CLOUD, context),
-        )
+        # the engine searches over the union of all AOIs
+        params = SearchParams(aoi=aois[0][1], **values)
         self.build(params.validate)
         return params, aois, bands
 

@@ -34,6 +34,9 @@ def _pick(new_enum: str, new_member: str, old_owner: Any, old_enum: str, old_mem
 NUMBER_DOUBLE = _pick(
     "ProcessingNumberParameterType", "Double", QgsProcessingParameterNumber, "Type", "Double"
 )
+NUMBER_INTEGER = _pick(
+    "ProcessingNumberParameterType", "Integer", QgsProcessingParameterNumber, "Type", "Integer"
+)
 DATE_ONLY = _pick(
     "ProcessingDateTimeParameterDataType", "Date", QgsProcessingParameterDateTime, "Type", "Date"
 )
@@ -46,6 +49,9 @@ FIELD_ANY = _pick(
 )
 FLAG_OPTIONAL = _pick(
     "ProcessingParameterFlag", "Optional", QgsProcessingParameterDefinition, "Flag", "FlagOptional"
+)
+FLAG_ADVANCED = _pick(
+    "ProcessingParameterFlag", "Advanced", QgsProcessingParameterDefinition, "Flag", "FlagAdvanced"
 )
 ALG_CAN_CANCEL = _pick(
     "ProcessingAlgorithmFlag", "CanCancel", QgsProcessingAlgorithm, "Flag", "FlagCanCancel"

@@ -1,13 +1,15 @@
 """Parameter names, definitions and readers shared by the three Clearsky algorithms.
 
 The names are a public contract (models, batch files and qgis_process command lines
-use them): never rename one.
+use them): never rename one. The options shared with the engine are built and read from
+its options table (core/options.py): keys, labels, defaults, ranges and help live there.
 """
 
 from __future__ import annotations
 
+from dataclasses import fields as dataclass_fields
 from datetime import date
-from typing import Any, Callable, Dict, List, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from qgis.core import (
     QgsCoordinateReferenceSystem,
@@ -15,8 +17,11 @@ from qgis.core import (
     QgsFeatureSource,
     QgsGeometry,
     QgsProcessingException,
+    QgsProcessingParameterBoolean,
+    QgsProcessingParameterCrs,
     QgsProcessingParameterDateTime,
     QgsProcessingParameterDefinition,
+    QgsProcessingParameterEnum,
     QgsProcessingParameterFeatureSource,
     QgsProcessingParameterNumber,
     QgsProcessingParameters,
@@ -24,111 +29,101 @@ from qgis.core import (
 )
 from qgis.PyQt.QtCore import QCoreApplication, QDate, QDateTime
 
-from ..core.params import DEFAULT_COLLECTION, EARTH_SEARCH
-from ..core.scene import BAND_RESOLUTION
+from ..core import options as opts
+from ..core.errors import InvalidParameterError
+from ..core.options import Option
+from ..core.params import SearchParams
 from ..ui.geometry import crs_text
-from .compat import DATE_ONLY, NUMBER_DOUBLE, SOURCE_POLYGON
+from .compat import DATE_ONLY, FLAG_ADVANCED, NUMBER_DOUBLE, NUMBER_INTEGER, SOURCE_POLYGON
 
+# Keys of the options table (core/options.py) and of the algorithms' own parameters.
+START_DATE = opts.option("start").key
+END_DATE = opts.option("end").key
+CATALOG = opts.option("catalog_url").key
+COLLECTION = opts.option("collection").key
+MAX_SCENE_CLOUD = opts.option("max_scene_cloud").key
+MAX_AOI_CLOUD = opts.option("max_aoi_cloud").key
+METHOD = opts.option("method").key
+PERCENTILE = opts.option("percentile").key
+BANDS = opts.option("bands").key
+OUTPUT_TYPE = opts.option("output_type").key
+COUNT_BAND = opts.option("count_band").key
+TARGET_CRS = opts.option("target_crs").key
+RESOLUTION = opts.option("resolution").key
+CLIP_TO_AOI = opts.option("clip_to_aoi").key
 AOI = "AOI"
 NAME_FIELD = "NAME_FIELD"
-START_DATE = "START_DATE"
-END_DATE = "END_DATE"
-CATALOG = "CATALOG"
-COLLECTION = "COLLECTION"
-MAX_SCENE_CLOUD = "MAX_SCENE_CLOUD"
-MAX_AOI_CLOUD = "MAX_AOI_CLOUD"
-METHOD = "METHOD"
-PERCENTILE = "PERCENTILE"
-BANDS = "BANDS"
-OUTPUT_TYPE = "OUTPUT_TYPE"
-COUNT_BAND = "COUNT_BAND"
-TARGET_CRS = "TARGET_CRS"
-RESOLUTION = "RESOLUTION"
-CLIP_TO_AOI = "CLIP_TO_AOI"
 OUTPUT = "OUTPUT"
 REPORT = "REPORT"
 OUTPUT_FOLDER = "OUTPUT_FOLDER"
 CSV = "CSV"
 
-DEFAULT_BANDS = "red,green,blue"
+# The options of each algorithm, in the table's order (the order of their dialogs): every
+# option for the mosaic, those of the search parameters for the search and the clips.
+_SEARCH = {f.name for f in dataclass_fields(SearchParams)}
+MOSAIC_FIELDS = tuple(o.field for o in opts.OPTIONS)
+SEARCH_FIELDS = tuple(f for f in MOSAIC_FIELDS if f in _SEARCH)
+CLIPS_FIELDS = SEARCH_FIELDS + ("bands",)
 
 
 def tr(text: str) -> str:
     return QCoreApplication.translate("Clearsky", text)
 
 
-# One help text per shared parameter: the tooltips and every algorithm's help use these.
-HELP: Dict[str, str] = {
-    START_DATE: tr("First day of the search, inclusive (YYYY-MM-DD in qgis_process)."),
-    END_DATE: tr("Last day of the search, inclusive; must not be before the start date."),
-    CATALOG: tr(
-        "URL of a STAC API with Sentinel-2 L2A items. Default: Earth Search v1 "
-        "(Element 84, free, no account)."
-    ),
-    COLLECTION: tr(
-        "STAC collection id. sentinel-2-c1-l2a (default) is the reprocessed Collection 1; "
-        "sentinel-2-l2a the older one. Radiometric offsets are handled for both."
-    ),
-    MAX_SCENE_CLOUD: tr(
-        "Lenient first filter on the whole-scene eo:cloud_cover of each ~110 km tile, in %. "
-        "Keep it high: a cloudy scene can be clear over a small area."
-    ),
-    MAX_AOI_CLOUD: tr(
-        "Strict filter: the share of cloud, cloud shadow, cirrus and defective pixels of the "
-        "scene classification (SCL) inside the AOI, in %. Scenes above it are left out."
-    ),
-    BANDS: tr(
-        "Comma-separated Sentinel-2 common band names, in output order. Known names: "
-        + ", ".join(BAND_RESOLUTION)
-        + "."
-    ),
-}
-
-
 def aoi_parameter(description: str) -> QgsProcessingParameterFeatureSource:
     return QgsProcessingParameterFeatureSource(AOI, description, [SOURCE_POLYGON])
 
 
-def search_parameters(max_aoi_cloud: float) -> List[QgsProcessingParameterDefinition]:
-    """START_DATE .. MAX_AOI_CLOUD, in dialog order, with the algorithm's AOI cloud default."""
-    params: List[QgsProcessingParameterDefinition] = [
-        QgsProcessingParameterDateTime(START_DATE, tr("Start date"), DATE_ONLY),
-        QgsProcessingParameterDateTime(END_DATE, tr("End date"), DATE_ONLY),
-        QgsProcessingParameterString(CATALOG, tr("STAC catalog URL"), EARTH_SEARCH),
-        QgsProcessingParameterString(COLLECTION, tr("Collection"), DEFAULT_COLLECTION),
-        QgsProcessingParameterNumber(
-            MAX_SCENE_CLOUD, tr("Maximum scene cloud cover (%)"), NUMBER_DOUBLE, 80.0, False, 0, 100
-        ),
-        QgsProcessingParameterNumber(
-            MAX_AOI_CLOUD, tr("Maximum cloud over the AOI (%)"), NUMBER_DOUBLE, max_aoi_cloud,
-            False, 0, 100,
-        ),
-    ]
-    for p in params:
-        _set_help(p)
-    return params
-
-
-def bands_parameter() -> QgsProcessingParameterString:
-    return _set_help(QgsProcessingParameterString(BANDS, tr("Bands"), DEFAULT_BANDS))
-
-
-def _set_help(p: QgsProcessingParameterDefinition) -> QgsProcessingParameterDefinition:
-    if p.name() in HELP and hasattr(p, "setHelp"):
-        p.setHelp(HELP[p.name()])
+def definition(option: Option, default: Any = None) -> QgsProcessingParameterDefinition:
+    """The Processing parameter of one option of the table (`default` overrides it)."""
+    value = option.default if default is None else default
+    label = tr(option.label)
+    kind = option.kind
+    p: QgsProcessingParameterDefinition
+    if kind == opts.DATE:
+        p = QgsProcessingParameterDateTime(option.key, label, DATE_ONLY, None, option.optional)
+    elif kind == opts.NUMBER:
+        p = QgsProcessingParameterNumber(option.key, label, NUMBER_DOUBLE, value,
+                                         option.optional, option.minimum, option.maximum)
+    elif kind == opts.INTEGER:
+        p = QgsProcessingParameterNumber(option.key, label, NUMBER_INTEGER, value,
+                                         option.optional, option.minimum, option.maximum)
+    elif kind == opts.BOOL:
+        p = QgsProcessingParameterBoolean(option.key, label, value, option.optional)
+    elif kind == opts.CHOICE:
+        assert option.choices is not None
+        members = list(option.choices)
+        p = QgsProcessingParameterEnum(option.key, label, [tr(m.label) for m in members],
+                                       False, members.index(value), option.optional)
+    elif kind == opts.CRS:
+        p = QgsProcessingParameterCrs(option.key, label, None, True)
+    else:  # TEXT, BANDS, CLASSES: typed as text
+        p = QgsProcessingParameterString(option.key, label, option.text(value), False,
+                                         option.optional)
+    if option.advanced:
+        p.setFlags(p.flags() | FLAG_ADVANCED)
+    if hasattr(p, "setHelp"):
+        p.setHelp(tr(option.help))
     return p
 
 
-def search_help(aoi_cloud_default: str) -> List[Tuple[str, str]]:
-    """Help lines for START_DATE .. MAX_AOI_CLOUD, shared by the three algorithms."""
-    return [
-        (START_DATE, HELP[START_DATE]),
-        (END_DATE, HELP[END_DATE]),
-        (CATALOG, HELP[CATALOG]),
-        (COLLECTION, HELP[COLLECTION]),
-        (MAX_SCENE_CLOUD, HELP[MAX_SCENE_CLOUD] + tr(" Default 80.")),
-        (MAX_AOI_CLOUD, HELP[MAX_AOI_CLOUD] + " " + aoi_cloud_default),
-    ]
+def definitions(fields: Sequence[str], **overrides: Any) -> List[QgsProcessingParameterDefinition]:
+    """The parameters of these options, in order; keyword arguments override defaults."""
+    return [definition(opts.option(f), overrides.get(f)) for f in fields]
+
+
+def help_text(option: Option, default: Any = None) -> str:
+    """The option's help plus its default, as the algorithm's help lists it."""
+    value = option.default if default is None else default
+    if option.kind == opts.CHOICE and option.choices is not None:
+        shown = str(list(option.choices).index(value))
+    else:
+        shown = option.text(value)
+    return tr(option.help) + (tr(" Default {}.").format(shown) if shown else "")
+
+
+def help_entries(fields: Sequence[str], **overrides: Any) -> List[Tuple[str, str]]:
+    return [(opts.option(f).key, help_text(opts.option(f), overrides.get(f))) for f in fields]
 
 
 def help_html(intro: str, entries: List[Tuple[str, str]]) -> str:
@@ -140,7 +135,38 @@ def help_html(intro: str, entries: List[Tuple[str, str]]) -> str:
 # ---------------------------------------------------------------------------- readers
 
 
-def read_date(alg: Any, parameters: dict, name: str, context: Any) -> date:
+def read_option(alg: Any, parameters: dict, context: Any, option: Option) -> Any:
+    """The engine value of one option from the algorithm's parameters."""
+    key, kind = option.key, option.kind
+    try:
+        if kind == opts.DATE:
+            return read_date(alg, parameters, key, context, optional=option.optional)
+        if kind == opts.NUMBER:
+            return alg.parameterAsDouble(parameters, key, context)
+        if kind == opts.INTEGER:
+            return alg.parameterAsInt(parameters, key, context)
+        if kind == opts.BOOL:
+            return alg.parameterAsBoolean(parameters, key, context)
+        if kind == opts.CHOICE:
+            assert option.choices is not None
+            return list(option.choices)[alg.parameterAsEnum(parameters, key, context)]
+        if kind == opts.CRS:
+            crs = alg.parameterAsCrs(parameters, key, context)
+            return crs_string(crs) if crs.isValid() else None
+        text = alg.parameterAsString(parameters, key, context).strip()
+        return option.parse(text) if kind in (opts.BANDS, opts.CLASSES) else text
+    except InvalidParameterError as err:
+        raise QgsProcessingException(str(err)) from err
+
+
+def read_options(alg: Any, parameters: dict, context: Any, fields: Sequence[str]
+                 ) -> Dict[str, Any]:
+    """{engine field: value} for these options: the keyword arguments of the params object."""
+    return {f: read_option(alg, parameters, context, opts.option(f)) for f in fields}
+
+
+def read_date(alg: Any, parameters: dict, name: str, context: Any, optional: bool = False
+              ) -> Optional[date]:
     """A Date parameter as a Python date; accepts QDate, QDateTime and 'YYYY-MM-DD'."""
     value = parameters.get(name)
     qdate = QgsProcessingParameters.parameterAsDate(alg.parameterDefinition(name), parameters,
@@ -154,30 +180,14 @@ def read_date(alg: Any, parameters: dict, name: str, context: Any) -> date:
             return date.fromisoformat(value.strip()[:10])
         except ValueError:
             pass
-    label = "start" if name == START_DATE else "end"
+    elif optional and (value is None or value == ""):
+        return None
+    label = {START_DATE: "start", END_DATE: "end"}.get(name, name.lower().replace("_", " "))
     raise QgsProcessingException(
         tr("Give a valid {label} date ({name}), e.g. 2024-06-01; got {value!r}.").format(
             label=label, name=name, value=value
         )
     )
-
-
-def read_bands(text: str) -> Tuple[str, ...]:
-    """'Red, NIR' -> ('red', 'nir'); unknown or missing names give a message listing known ones."""
-    bands = tuple(b.strip().lower() for b in (text or "").split(",") if b.strip())
-    if not bands:
-        raise QgsProcessingException(
-            tr("Give at least one band name in BANDS, e.g. red,green,blue.")
-        )
-    unknown = [b for b in bands if b not in BAND_RESOLUTION]
-    if unknown:
-        raise QgsProcessingException(
-            tr("Unknown band name(s) in BANDS: {unknown}. Use Sentinel-2 common names: {known}.")
-            .format(unknown=", ".join(unknown), known=", ".join(BAND_RESOLUTION))
-        )
-    if len(set(bands)) != len(bands):
-        raise QgsProcessingException(tr("A band is listed twice in BANDS: {}.").format(text))
-    return bands
 
 
 def crs_string(crs: QgsCoordinateReferenceSystem) -> str:

@@ -57,7 +57,7 @@ class SearchScenesAlgorithm(ClearskyAlgorithm):
                 (pdefs.AOI, self.tr(
                     "Polygon layer; all features (or only the selected ones) are dissolved "
                     "into one area of interest.")),
-                *pdefs.search_help(self.tr("Default 50.")),
+                *pdefs.help_entries(pdefs.SEARCH_FIELDS),
                 (pdefs.OUTPUT, self.tr(
                     "Footprints of every scene found, kept or not; 'reason' says why a scene "
                     "was left out.")),
@@ -66,7 +66,7 @@ class SearchScenesAlgorithm(ClearskyAlgorithm):
 
     def initAlgorithm(self, config: Optional[Dict[str, Any]] = None) -> None:
         self.addParameter(pdefs.aoi_parameter(self.tr("Area of interest (polygons)")))
-        for p in pdefs.search_parameters(max_aoi_cloud=50.0):
+        for p in pdefs.definitions(pdefs.SEARCH_FIELDS):
             self.addParameter(p)
         self.addParameter(QgsProcessingParameterFeatureSink(
             pdefs.OUTPUT, self.tr("Scene footprints"), SOURCE_POLYGON
@@ -75,15 +75,8 @@ class SearchScenesAlgorithm(ClearskyAlgorithm):
     def engine_params(
         self, parameters: dict, context: QgsProcessingContext, for_run: bool
     ) -> SearchParams:
-        params = SearchParams(
-            aoi=read_aoi(self, parameters, context),
-            start=pdefs.read_date(self, parameters, pdefs.START_DATE, context),
-            end=pdefs.read_date(self, parameters, pdefs.END_DATE, context),
-            catalog_url=self.parameterAsString(parameters, pdefs.CATALOG, context).strip(),
-            collection=self.parameterAsString(parameters, pdefs.COLLECTION, context).strip(),
-            max_scene_cloud=self.parameterAsDouble(parameters, pdefs.MAX_SCENE_CLOUD, context),
-            max_aoi_cloud=self.parameterAsDouble(parameters, pdefs.MAX_AOI_CLOUD, context),
-        )
+        values = pdefs.read_options(self, parameters, context, pdefs.SEARCH_FIELDS)
+        params = SearchParams(aoi=read_aoi(self, parameters, context), **values)
         self.build(params.validate)
         return params
 

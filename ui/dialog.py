@@ -7,7 +7,6 @@ No mosaic logic here: validation is the engine's (`params.validate()`,
 from __future__ import annotations
 
 import contextlib
-from dataclasses import fields
 from datetime import date, timedelta
 from pathlib import Path
 from typing import Any, List, Optional
@@ -19,11 +18,10 @@ from qgis.core import (
     QgsMessageLog,
     QgsProject,
     QgsRasterLayer,
-    QgsUnitTypes,
 )
 from qgis.gui import QgsFileWidget, QgsMessageBar, QgsProjectionSelectionWidget
 from qgis.PyQt import uic
-from qgis.PyQt.QtCore import QDate, QUrl, pyqtSlot
+from qgis.PyQt.QtCore import QUrl, pyqtSlot
 from qgis.PyQt.QtGui import QDesktopServices, QIcon
 from qgis.PyQt.QtWidgets import QDialogButtonBox, QInputDialog, QMessageBox, QSizePolicy
 
@@ -32,15 +30,9 @@ from ..core.aoi import Aoi, geocode, parse_aoi
 from ..core.errors import ClearskyError, InvalidParameterError, OutputError
 from ..core.io import check_output_path
 from ..core.mosaic import build_mosaic, search_scenes
-from ..core.params import (
-    DEFAULT_COLLECTION,
-    EARTH_SEARCH,
-    Method,
-    MosaicParams,
-    OutputType,
-    SearchParams,
-)
-from . import scenes, settings, tasks
+from ..core.options import DEFAULT_COLLECTION, EARTH_SEARCH, Method
+from ..core.params import MosaicParams, SearchParams
+from . import option_widgets, scenes, settings, tasks
 from .aoi_tools import (
     PolygonMapTool,
     RectangleMapTool,
@@ -61,9 +53,6 @@ LOG_TAG = "Clearsky"
 NOMINATIM_URL = core_aoi.NOMINATIM_URL  # tests (and the setting Clearsky/nominatim_url) override
 COLLECTIONS = ("sentinel-2-c1-l2a", "sentinel-2-l2a")
 BAND_PRESETS = (("red", "green", "blue"), ("nir", "red", "green"), ("blue", "green", "red", "nir"))
-METHODS = (Method.BEST, Method.MEDIAN, Method.PERCENTILE)
-OUTPUT_TYPES = (OutputType.REFLECTANCE, OutputType.VISUAL)
-METRES_PER_DEGREE = 111_320.0  # resolution is typed in metres; degrees for geographic CRSs
 
 FORM, BASE = uic.loadUiType(str(HERE / "dialog.ui"))
 
@@ -72,10 +61,6 @@ RECTANGLE, POLYGON, EXTENT, LAYER, PLACE, TEXT = range(6)
 
 _POLYGON_FILTER = getattr(getattr(Qgis, "LayerFilter", None), "PolygonLayer", None) or getattr(
     QgsMapLayerProxyModel, "PolygonLayer", None)
-
-
-_METRES = getattr(getattr(Qgis, "DistanceUnit", None), "Meters", None) or getattr(
-    QgsUnitTypes.DistanceUnit, "DistanceMeters", None)
 
 
 def nominatim_url() -> str:
@@ -106,6 +91,18 @@ class ClearskyDialog(BASE, FORM):
         self.rectangle_tool = RectangleMapTool(self.canvas)
         self.polygon_tool = PolygonMapTool(self.canvas)
         self._previous_tool = None
+        # One widget per engine option: values, ranges, tooltips and settings follow the
+        # options table (bands and the target CRS have widgets of their own, below).
+        self.option_widgets = {
+            "catalog_url": self.catalogCombo, "collection": self.collectionCombo,
+            "start": self.startDate, "end": self.endDate,
+            "max_scene_cloud": self.maxSceneCloud, "max_aoi_cloud": self.maxAoiCloud,
+            "invalid_scl": self.invalidScl, "dilation": self.dilationSpin,
+            "method": self.methodCombo, "percentile": self.percentileSpin,
+            "output_type": self.outputTypeCombo, "count_band": self.countBand,
+            "source_band": self.sourceBand, "target_date": (self.targetDateCheck, self.targetDate),
+            "resolution": self.resolutionSpin, "clip_to_aoi": self.clipCheck,
+        }
         self._setup_widgets()
         self._connect()
         self.restore_settings()
@@ -115,6 +112,9 @@ class ClearskyDialog(BASE, FORM):
         if _POLYGON_FILTER is not None:
             self.layerCombo.setFilters(_POLYGON_FILTER)
         self.collectionCombo.addItems(COLLECTIONS)
+        option_widgets.setup(self.option_widgets, self.tr)
+        for i, preset in enumerate(BAND_PRESETS):  # the last item, Custom, has no preset
+            self.bandsCombo.setItemData(i, ",".join(preset))
         self.outputWidget.setStorageMode(QgsFileWidget.StorageMode.SaveFile)
         self.outputWidget.setFilter(self.tr("GeoTIFF (*.tif *.tiff)"))
         self.outputWidget.setConfirmOverwrite(False)  # asked once, when building
@@ -147,14 +147,12 @@ class ClearskyDialog(BASE, FORM):
         self.buttonBox.helpRequested.connect(self.show_help)
 
     def _update_enabled(self, *_: Any) -> None:
-        self.percentileSpin.setEnabled(self.methodCombo.currentIndex() == 2)
-        self.customBands.setEnabled(self.bandsCombo.currentIndex() == len(BAND_PRESETS))
+        method = Method(self.methodCombo.currentData())
+        self.percentileSpin.setEnabled(method is Method.PERCENTILE)
+        self.sourceBand.setEnabled(method is Method.BEST)
+        self.customBands.setEnabled(not self.bandsCombo.currentData())
         self.crsWidget.setEnabled(not self.utmCheck.isChecked())
-        geographic = not self.utmCheck.isChecked() and self.crsWidget.crs().isGeographic()
         self.resolutionSpin.setSuffix(" m")
-        self.resolutionSpin.setToolTip(
-            self.tr("In metres; converted to degrees for a geographic CRS.") if geographic
-            else self.tr("Pixel size in metres."))
         busy = self.task is not None
         self.searchButton.setEnabled(not busy)
         self.buildButton.setEnabled(not busy)
@@ -283,9 +281,9 @@ class ClearskyDialog(BASE, FORM):
 
     # -- parameters --------------------------------------------------------------------------
     def bands(self) -> tuple:
-        index = self.bandsCombo.currentIndex()
-        if index < len(BAND_PRESETS):
-            return BAND_PRESETS[index]
+        preset = self.bandsCombo.currentData()
+        if preset:
+            return tuple(preset.split(","))
         text = self.customBands.text().replace(";", ",").replace(" ", ",")
         return tuple(b.strip().lower() for b in text.split(",") if b.strip())
 
@@ -296,16 +294,6 @@ class ClearskyDialog(BASE, FORM):
             return None
         return crs.authid() or crs.toWkt(QgsCoordinateReferenceSystem.WktVariant.WKT2_2019)
 
-    def resolution(self) -> float:
-        """The pixel size typed in metres, in the target CRS's units."""
-        metres = self.resolutionSpin.value()
-        crs = self.crsWidget.crs()
-        if self.target_crs() is None:
-            return metres  # UTM: metres
-        if crs.isGeographic():
-            return metres / METRES_PER_DEGREE
-        return metres * QgsUnitTypes.fromUnitToUnitFactor(_METRES, crs.mapUnits())
-
     def mosaic_params(self) -> MosaicParams:
         """Everything the widgets say, as the engine's parameter object (not validated yet)."""
         if self.aoi is None:
@@ -313,29 +301,19 @@ class ClearskyDialog(BASE, FORM):
                 self.tr("Choose an area of interest first: draw it, pick a layer or a place, "
                         "or paste WKT/GeoJSON."))
         output = self.outputWidget.filePath().strip()
+        values = option_widgets.values(self.option_widgets)
+        values["collection"] = values["collection"] or DEFAULT_COLLECTION
         return MosaicParams(
             aoi=self.aoi,
-            start=self.startDate.date().toPyDate(),
-            end=self.endDate.date().toPyDate(),
-            catalog_url=self.catalogCombo.currentText().strip(),
-            collection=self.collectionCombo.currentText().strip() or DEFAULT_COLLECTION,
-            max_scene_cloud=self.maxSceneCloud.value(),
-            max_aoi_cloud=self.maxAoiCloud.value(),
             output=Path(output) if output else None,
             bands=self.bands(),
-            method=METHODS[self.methodCombo.currentIndex()],
-            percentile=self.percentileSpin.value(),
-            count_band=self.countBand.isChecked(),
             target_crs=self.target_crs(),
-            resolution=self.resolution(),
-            clip_to_aoi=self.clipCheck.isChecked(),
-            output_type=OUTPUT_TYPES[self.outputTypeCombo.currentIndex()],
+            **values,
         )
 
     def search_params(self) -> SearchParams:
         """The search part of the parameters: a search needs no output file yet."""
-        full = self.mosaic_params()
-        return SearchParams(**{f.name: getattr(full, f.name) for f in fields(SearchParams)})
+        return self.mosaic_params().search_only()
 
     # -- search ------------------------------------------------------------------------------
     def search(self) -> Optional[tasks.EngineTask]:
@@ -473,24 +451,13 @@ class ClearskyDialog(BASE, FORM):
         QDesktopServices.openUrl(self.help_url())
 
     def save_settings(self) -> None:
+        option_widgets.save(self.option_widgets)
         s = settings.set_value
         s("aoi_mode", self.aoiMode.currentIndex())
-        s("catalog", self.catalogCombo.currentText())
-        s("collection", self.collectionCombo.currentText())
-        s("start", self.startDate.date().toString("yyyy-MM-dd"))
-        s("end", self.endDate.date().toString("yyyy-MM-dd"))
-        s("max_scene_cloud", self.maxSceneCloud.value())
-        s("max_aoi_cloud", self.maxAoiCloud.value())
-        s("method", self.methodCombo.currentIndex())
-        s("percentile", self.percentileSpin.value())
         s("bands_preset", self.bandsCombo.currentIndex())
         s("custom_bands", self.customBands.text())
-        s("output_type", self.outputTypeCombo.currentIndex())
-        s("count_band", self.countBand.isChecked())
         s("utm", self.utmCheck.isChecked())
         s("crs", self.target_crs() or "")
-        s("resolution", self.resolutionSpin.value())
-        s("clip", self.clipCheck.isChecked())
         s("output", self.outputWidget.filePath())
         s("selected_only", self.selectedOnly.isChecked())
 
@@ -500,28 +467,14 @@ class ClearskyDialog(BASE, FORM):
         for url in settings.string_list("catalogs"):
             if url != EARTH_SEARCH:
                 self.catalogCombo.addItem(url)
-        self.catalogCombo.setCurrentText(v("catalog", EARTH_SEARCH))
-        self.collectionCombo.setCurrentText(v("collection", DEFAULT_COLLECTION))
         today = date.today()
-        end = QDate.fromString(v("end", ""), "yyyy-MM-dd")
-        start = QDate.fromString(v("start", ""), "yyyy-MM-dd")
-        self.endDate.setDate(end if end.isValid() else QDate(today.year, today.month, today.day))
-        first = today - timedelta(days=30)
-        self.startDate.setDate(start if start.isValid()
-                               else QDate(first.year, first.month, first.day))
-        self.maxSceneCloud.setValue(v("max_scene_cloud", 80.0, float))
-        self.maxAoiCloud.setValue(v("max_aoi_cloud", 50.0, float))
-        self.methodCombo.setCurrentIndex(v("method", 0, int))
-        self.percentileSpin.setValue(v("percentile", 25.0, float))
+        option_widgets.restore(self.option_widgets, {
+            "start": today - timedelta(days=30), "end": today, "target_date": None})
         self.bandsCombo.setCurrentIndex(v("bands_preset", 0, int))
         self.customBands.setText(v("custom_bands", ""))
-        self.outputTypeCombo.setCurrentIndex(v("output_type", 0, int))
-        self.countBand.setChecked(v("count_band", False, bool))
         self.utmCheck.setChecked(v("utm", False, bool))
         crs = QgsCoordinateReferenceSystem(v("crs", ""))
         self.crsWidget.setCrs(crs if crs.isValid() else QgsProject.instance().crs())
-        self.resolutionSpin.setValue(v("resolution", 10.0, float))
-        self.clipCheck.setChecked(v("clip", True, bool))
         self.outputWidget.setFilePath(v("output", ""))
         self.selectedOnly.setChecked(v("selected_only", False, bool))
         self.aoiText.setPlainText(v("aoi_text", ""))

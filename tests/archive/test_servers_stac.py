@@ -1,6 +1,6 @@
 """The STAC API (rustac serve) over an archive: search semantics, asset hrefs, clean stop.
 
-Most tests use a stand-in archive made of real Earth Search items (/work/shared/real-stac)
+Most tests use a stand-in archive made of real Earth Search items (../shared/real-stac)
 so the expected ids are computed from real footprints and dates; the last ones run the
 session `served` fixture over the generated archive.
 """
@@ -19,10 +19,11 @@ import requests
 from pystac_client import Client
 from shapely.geometry import box, mapping, shape
 
+from world.paths import REAL_STAC
 from world.servers import ServedArchive, StacServer, children_of, pid_alive
 from world.stacserver import PLACEHOLDER
 
-REAL = Path("/work/shared/real-stac")
+REAL = REAL_STAC
 C1, L2A = "sentinel-2-c1-l2a", "sentinel-2-l2a"
 FILTER_CONFORMANCE = "https://api.stacspec.org/v1.0.0-rc.2/item-search#filter"
 

@@ -13,8 +13,9 @@ import pytest
 from clearsky.core.catalog import dedupe, resolve_radiometry, scene_from_item
 from clearsky.core.errors import CatalogError
 from clearsky.core.scene import BAND_RESOLUTION
+from world.paths import REAL_STAC
 
-REAL = Path("/work/shared/real-stac")
+REAL = REAL_STAC
 C1 = REAL / "rustac-es-v1-c1-13TDE"
 MAPCHETE = REAL / "mapchete-eo-es-v1-33TWN-items"
 PC = REAL / "odc-stac-pc-s2l2a-items"

@@ -21,9 +21,10 @@ from clearsky.core.deps import pystac_client
 from clearsky.core.errors import CancelledError, CatalogError
 from clearsky.core.params import MosaicParams, SearchParams
 from clearsky.core.progress import NullProgress
+from world.paths import REAL_STAC
 from world.servers import free_port
 
-REAL = Path("/work/shared/real-stac")
+REAL = REAL_STAC
 RUSTAC = Path(sys.executable).parent / "rustac"
 TWN_AOI = "15.6,47.2,15.9,47.5"  # inside MGRS 33TWN (Austria)
 TDE_AOI = "-105.2,40.1,-105.0,40.2"  # inside MGRS 13TDE (Colorado)

@@ -164,6 +164,25 @@ def test_dilated_stats_grow_the_cloud_share(striped):
 
 # --- check_aoi_clouds ------------------------------------------------------------------
 
+def test_check_aoi_clouds_applies_the_mosaic_mask_rule(striped):
+    """The AOI cloud % shown is the share the mosaic refuses: classes and dilation alike."""
+    aoi = utm_aoi(1000, 200, 3000, 1000)
+    when = datetime(2024, 1, 1).date(), datetime(2024, 12, 31).date()
+    default = SearchParams(aoi=aoi, start=when[0], end=when[1])
+    assert default.dilation == 2
+    (grown,) = check_aoi_clouds([scene("s", striped)], aoi, default, NullProgress(),
+                                allow_local=True)
+    plain = SearchParams(aoi=aoi, start=when[0], end=when[1], dilation=0)
+    (flat,) = check_aoi_clouds([scene("s", striped)], aoi, plain, NullProgress(),
+                               allow_local=True)
+    assert flat.aoi_cloud == pytest.approx(30.0) and grown.aoi_cloud == pytest.approx(32.0)
+    fewer = SearchParams(aoi=aoi, start=when[0], end=when[1], dilation=0,
+                         invalid_scl=frozenset({0}))
+    (none,) = check_aoi_clouds([scene("s", striped)], aoi, fewer, NullProgress(),
+                               allow_local=True)
+    assert none.aoi_cloud == pytest.approx(0.0)
+
+
 def test_check_aoi_clouds_verdicts_in_input_order(tmp_path, striped):
     cloudy = np.full((200, 200), 8, dtype=np.uint8)
     cloudy[:, 100:] = 4
@@ -178,7 +197,8 @@ def test_check_aoi_clouds_verdicts_in_input_order(tmp_path, striped):
     ]
     aoi2 = utm_aoi(1000, 1000, 3000, 2000)  # columns 50-149
     params = SearchParams(aoi=aoi2, start=datetime(2024, 1, 1).date(),
-                          end=datetime(2024, 12, 31).date(), max_aoi_cloud=50.0, max_workers=3)
+                          end=datetime(2024, 12, 31).date(), max_aoi_cloud=50.0, max_workers=3,
+                          dilation=0)
     progress = NullProgress()
     reports = check_aoi_clouds(scenes, aoi2, params, progress, allow_local=True)
     assert [r.scene.id for r in reports] == ["clear", "cloudy", "far", "missing", "noscl"]

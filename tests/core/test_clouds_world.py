@@ -64,7 +64,7 @@ def test_aoi_cloud_matches_the_world_truth(world, tmp_path):
                 cloud = 100.0 * np.isin(valid, sorted(invalid - {0})).mean() if valid.size else None
                 truth.append((cloud, 100.0 * valid.size / scl.size if inside else None))
         params = SearchParams(aoi=aoi, start=date(2024, 1, 1), end=date(2024, 12, 31),
-                              max_aoi_cloud=50.0, max_workers=4)
+                              max_aoi_cloud=50.0, max_workers=4, dilation=0)
         reports = check_aoi_clouds(scenes, aoi, params, NullProgress(), allow_local=True)
         assert len(reports) == len(truth) == 2 * len(world.passes)
         for report, (cloud, coverage) in zip(reports, truth):

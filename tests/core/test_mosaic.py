@@ -7,10 +7,12 @@ from datetime import date
 
 import numpy as np
 import pytest
+import rasterio
+from pyproj import Geod
 from shapely import affinity
 
 from clearsky.core.api import Aoi, MosaicParams, build_mosaic
-from clearsky.core.errors import InvalidParameterError, NoScenesError
+from clearsky.core.errors import NoScenesError
 from clearsky.core.params import Method, OutputType
 from world.mosaic_truth import CLOUD_LIKE, aoi_mask, nan_percentile, read_mosaic, truth_for
 
@@ -216,12 +218,13 @@ def test_no_scene_left_says_which_filter(world, served, tmp_path):
 
 
 def test_geographic_target_crs_uses_metres_for_the_cloud_rules(world, served, tmp_path):
-    """EPSG:4326 at ~10 m (0.0001 deg): the dilation stays 40 m, the mosaic stays clear."""
+    """EPSG:4326 at RESOLUTION=10: 10 m pixels on the ground at the AOI's latitude (in
+    degrees of longitude and latitude), the dilation stays 40 m, the mosaic stays clear."""
     aoi = Aoi(affinity.scale(world.region, 0.3, 0.3), "EPSG:4326")
     geo = build_mosaic(
         mosaic_params(
             world, served, tmp_path / "geo.tif", aoi=aoi, target_crs="EPSG:4326",
-            resolution=0.0001, count_band=False,
+            resolution=10, count_band=False,
         )
     )
     data, *_ = read_mosaic(geo.output)
@@ -229,10 +232,12 @@ def test_geographic_target_crs_uses_metres_for_the_cloud_rules(world, served, tm
     filled = data[0] > 0
     assert filled.mean() > 0.9
     assert not (filled & ~truth.possible()).any()
-    with pytest.raises(InvalidParameterError, match="in degrees for EPSG:4326"):
-        build_mosaic(
-            mosaic_params(world, served, tmp_path / "x.tif", target_crs="EPSG:4326", resolution=10)
-        )
+    with rasterio.open(geo.output) as ds:
+        xdeg, ydeg = ds.res
+        lon, lat = aoi.wgs84.centroid.x, aoi.wgs84.centroid.y
+    geod = Geod(ellps="WGS84")
+    assert geod.inv(lon, lat, lon + xdeg, lat)[2] == pytest.approx(10.0, rel=0.01)
+    assert geod.inv(lon, lat, lon, lat + ydeg)[2] == pytest.approx(10.0, rel=0.01)
 
 
 def test_blocks_run_on_any_executor_with_the_same_pixels(world, served, tmp_path):
@@ -250,3 +255,42 @@ def test_blocks_run_on_any_executor_with_the_same_pixels(world, served, tmp_path
     b, *_ = read_mosaic(one.output)
     assert (a[0] > 0).mean() > 0.5
     assert np.array_equal(a, b)
+
+
+@pytest.mark.parametrize("method", [Method.BEST, Method.MEDIAN])
+def test_block_tasks_run_in_other_processes_with_identical_pixels(world, served, tmp_path,
+                                                                  method):
+    """The block task is a module-level function of picklable inputs: a process pool (spawned
+    workers that share nothing with this process) gives the same bytes as the threads."""
+    import multiprocessing
+    import pickle
+    from concurrent.futures import ProcessPoolExecutor
+
+    from clearsky.core import blocks
+
+    seen = []
+
+    class Recording(ProcessPoolExecutor):
+        def submit(self, fn, *args, **kwargs):
+            assert fn is blocks.run_block
+            seen.append(len(pickle.dumps(args)))
+            return super().submit(fn, *args, **kwargs)
+
+    params = dict(method=method, count_band=True, block_size=128,
+                  source_band=method is Method.BEST)
+    threads = build_mosaic(mosaic_params(world, served, tmp_path / "threads.tif", **params))
+    spawn = multiprocessing.get_context("spawn")
+    with Recording(max_workers=2, mp_context=spawn) as pool:
+        procs = build_mosaic(
+            mosaic_params(world, served, tmp_path / "procs.tif", **params), executor=pool)
+    a, names_a, *_ = read_mosaic(threads.output)
+    b, names_b, *_ = read_mosaic(procs.output)
+    assert names_a == names_b and (a[0] > 0).mean() > 0.5
+    assert np.array_equal(a, b)
+    assert len(seen) == len(threads_blocks(threads)) and max(seen) < 2_000_000
+    assert [r.row() for r in threads.reports] == [r.row() for r in procs.reports]
+
+
+def threads_blocks(result):
+    rows, cols = result.shape
+    return [(r, c) for r in range(0, rows, 128) for c in range(0, cols, 128)]

@@ -21,11 +21,12 @@ from qgis.core import QgsApplication
 from qgis.gui import QgsBrowserGuiModel
 from qgis.PyQt.QtWidgets import QMenu, QToolBar
 
+from world import paths
 from world.servers import free_port
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
-REAL_STAC = Path("/work/shared/real-stac/rustac-es-v1-c1-13TDE")
+REAL_STAC = paths.REAL_STAC / "rustac-es-v1-c1-13TDE"
 RUSTAC = REPO / ".venv" / "bin" / "rustac"
 
 

@@ -527,3 +527,54 @@ def test_help_points_at_the_readme_section(dlg):
     url = dlg.help_url()
     assert url.isLocalFile() and Path(url.toLocalFile()).name == "README.md"
     assert url.fragment() == "using-the-dialog"
+
+
+def test_advanced_options_follow_the_options_table_and_persist(qgis_iface, canvas, dlg, tmp_path):
+    from qgis.PyQt.QtCore import QDate
+
+    from clearsky.core.options import BY_FIELD, Method
+
+    # ranges, tooltips and combo items come from the table
+    assert dlg.dilationSpin.maximum() == BY_FIELD["dilation"].maximum == 50
+    assert dlg.dilationSpin.value() == 2 and dlg.invalidScl.text() == "0,1,3,8,9,10"
+    assert "halos" in dlg.dilationSpin.toolTip()
+    assert [dlg.methodCombo.itemData(i) for i in range(dlg.methodCombo.count())] == [
+        m.value for m in Method]
+    assert not dlg.targetDate.isEnabled()
+    set_text_aoi(dlg, "13.5,52.33,13.52,52.35")
+    dlg.outputWidget.setFilePath(str(tmp_path / "m.tif"))
+    dlg.invalidScl.setText("0, 1, 3, 8, 9, 10, 11")
+    dlg.dilationSpin.setValue(0)
+    dlg.targetDateCheck.setChecked(True)
+    dlg.targetDate.setDate(QDate(2024, 6, 12))
+    dlg.sourceBand.setChecked(True)
+    params = dlg.mosaic_params()
+    assert params.invalid_scl == frozenset({0, 1, 3, 8, 9, 10, 11}) and params.dilation == 0
+    assert params.target_date == date(2024, 6, 12) and params.source_band is True
+    assert dlg.search_params().dilation == 0  # the AOI check uses the mosaic's rule
+    dlg.close()
+
+    again = dialog_module.ClearskyDialog(qgis_iface)
+    try:
+        restored = again.mosaic_params()
+        assert restored.invalid_scl == params.invalid_scl and restored.dilation == 0
+        assert restored.target_date == date(2024, 6, 12) and restored.source_band
+        again.invalidScl.setText("3, cloud")
+        assert again.build() is None
+        assert "INVALID_SCL takes SCL class numbers" in messages(
+            qgis_iface, Qgis.MessageLevel.Critical)[-1]
+    finally:
+        again.close()
+        canvas.scene().removeItem(again.band)
+        again.deleteLater()
+
+
+def test_resolution_is_metres_for_a_geographic_target_crs(dlg, tmp_path):
+    """The dialog and Processing pass the same RESOLUTION: metres on the ground."""
+    set_text_aoi(dlg, "13.5,52.33,13.52,52.35")
+    dlg.outputWidget.setFilePath(str(tmp_path / "m.tif"))
+    dlg.utmCheck.setChecked(False)
+    dlg.crsWidget.setCrs(QgsCoordinateReferenceSystem("EPSG:4326"))
+    dlg.resolutionSpin.setValue(20)
+    params = dlg.mosaic_params()
+    assert params.target_crs == "EPSG:4326" and params.resolution == 20

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from world.paths import REAL_STAC
+
 REPO = Path(__file__).resolve().parents[2]
 SYSTEM_PYTHON = "/usr/bin/python3"
 
@@ -195,8 +197,8 @@ def test_installed_zip_searches_a_stac_api_in_a_clean_python(installed, stac_api
     assert result["client_module"] == "clearsky._vendor.pystac_client"
     assert result["item_module"] == "clearsky._vendor.pystac.item"
     assert result["datetime_type"] == "datetime" and result["vendored_dateutil"]
-    expected = json.loads((Path("/work/shared/real-stac/rustac-es-v1-c1-13TDE")
-                           / "item-collection.json").read_text())
+    expected = json.loads((REAL_STAC / "rustac-es-v1-c1-13TDE" / "item-collection.json")
+                          .read_text())
     assert result["items"] == sorted(f["id"] for f in expected["features"])
     assert result["global_modules"] == []
     assert result["leaks"] == {"pystac": "not importable", "pystac_client": "not importable"}

@@ -41,13 +41,14 @@ from clearsky.ui.layers import rgb_band_numbers, style_footprints_layer, style_m
 
 BUILD = [
     "AOI", "START_DATE", "END_DATE", "CATALOG", "COLLECTION", "MAX_SCENE_CLOUD", "MAX_AOI_CLOUD",
-    "METHOD", "PERCENTILE", "BANDS", "OUTPUT_TYPE", "COUNT_BAND", "TARGET_CRS", "RESOLUTION",
-    "CLIP_TO_AOI", "OUTPUT", "REPORT",
+    "INVALID_SCL", "DILATION", "METHOD", "PERCENTILE", "BANDS", "OUTPUT_TYPE", "COUNT_BAND",
+    "SOURCE_BAND", "TARGET_DATE", "TARGET_CRS", "RESOLUTION", "CLIP_TO_AOI", "OUTPUT", "REPORT",
 ]
 SEARCH = ["AOI", "START_DATE", "END_DATE", "CATALOG", "COLLECTION", "MAX_SCENE_CLOUD",
-          "MAX_AOI_CLOUD", "OUTPUT"]
+          "MAX_AOI_CLOUD", "INVALID_SCL", "DILATION", "OUTPUT"]
 CLIPS = ["AOI", "NAME_FIELD", "START_DATE", "END_DATE", "CATALOG", "COLLECTION",
-         "MAX_SCENE_CLOUD", "MAX_AOI_CLOUD", "BANDS", "OUTPUT_FOLDER", "OUTPUT"]
+         "MAX_SCENE_CLOUD", "MAX_AOI_CLOUD", "INVALID_SCL", "DILATION", "BANDS", "OUTPUT_FOLDER",
+         "OUTPUT"]
 BERLIN = "POLYGON((13.50 52.30, 13.52 52.30, 13.52 52.32, 13.50 52.32, 13.50 52.30))"
 
 
@@ -383,3 +384,80 @@ def test_footprints_style_separates_kept_from_rejected(qgis_app):
     rules = renderer.rootRule().children()
     assert [r.filterExpression() for r in rules] == ['"kept"', "ELSE"]
     assert layer.crs() == QgsCoordinateReferenceSystem("EPSG:4326")
+
+
+# ------------------------------------------------------------------ the options table
+
+
+@pytest.mark.parametrize("alg_id", ["clearsky:buildmosaic", "clearsky:searchscenes",
+                                    "clearsky:clearclips"])
+def test_every_processing_default_is_the_engine_default(provider, tmp_path, alg_id):
+    """Parameters left at their defaults give exactly the engine's default parameter object:
+    no default is written twice (clear clips keep their own stricter AOI cloud limit)."""
+    from dataclasses import fields
+
+    from clearsky.core.clips import MAX_AOI_CLOUD as CLIPS_LIMIT
+    from clearsky.core.params import MosaicParams, SearchParams
+
+    alg = algorithm(alg_id)
+    given = base_params(tmp_path, OUTPUT_FOLDER=str(tmp_path / "clips"))
+    got = alg.engine_params(given, context(), for_run=False)
+    if alg_id == "clearsky:clearclips":
+        got, _aois, bands = got
+        assert bands == MosaicParams.__dataclass_fields__["bands"].default
+    cls = MosaicParams if alg_id == "clearsky:buildmosaic" else SearchParams
+    expected = cls(aoi=got.aoi, start=date(2024, 6, 1), end=date(2024, 6, 30),
+                   catalog_url="http://127.0.0.1:9/stac")
+    if alg_id == "clearsky:clearclips":
+        expected.max_aoi_cloud = CLIPS_LIMIT
+    skip = {"output", "report_csv", "overwrite"}
+    for f in fields(cls):
+        if f.name not in skip:
+            assert getattr(got, f.name) == getattr(expected, f.name), f.name
+
+
+def test_advanced_options_are_flagged_and_read(provider, tmp_path):
+    from clearsky.provider.compat import FLAG_ADVANCED
+
+    alg = algorithm("clearsky:buildmosaic")
+    d = {p.name(): p for p in alg.parameterDefinitions()}
+    advanced = {n for n, p in d.items() if p.flags() & FLAG_ADVANCED}
+    assert advanced == {"INVALID_SCL", "DILATION", "TARGET_DATE", "SOURCE_BAND"}
+    assert d["INVALID_SCL"].defaultValue() == "0,1,3,8,9,10"
+    assert d["DILATION"].defaultValue() == 2 and d["DILATION"].maximum() == 50
+    assert d["TARGET_DATE"].flags() & FLAG_OPTIONAL
+    params = alg.engine_params(
+        base_params(tmp_path, INVALID_SCL="0, 1, 3, 8, 9, 10, 11", DILATION=0,
+                    TARGET_DATE="2024-06-10", SOURCE_BAND=True),
+        context(), for_run=False,
+    )
+    assert params.invalid_scl == frozenset({0, 1, 3, 8, 9, 10, 11})
+    assert params.dilation == 0 and params.target_date == date(2024, 6, 10)
+    assert params.source_band is True
+    assert "INVALID_SCL" in alg.shortHelpString() and "Default 0,1,3,8,9,10." in \
+        alg.shortHelpString()
+
+
+def test_bad_advanced_options_are_refused_with_what_to_type(run, tmp_path):
+    message = _error(run, "clearsky:buildmosaic", base_params(tmp_path, INVALID_SCL="3,12"))
+    assert "SCL classes run from 0 to 11; [12] is not one" in message
+    message = _error(run, "clearsky:buildmosaic", base_params(tmp_path, INVALID_SCL="cloud"))
+    assert "INVALID_SCL takes SCL class numbers" in message
+    message = _error(run, "clearsky:buildmosaic",
+                     base_params(tmp_path, SOURCE_BAND=True, METHOD=1))
+    assert "source band exists only for best available pixel" in message
+
+
+def test_resolution_is_metres_in_processing_as_in_the_engine(provider, tmp_path):
+    """RESOLUTION=10 with EPSG:4326 is 10 m on the ground, not 10 degrees."""
+    from clearsky.core.grid import output_grid
+
+    alg = algorithm("clearsky:buildmosaic")
+    params = alg.engine_params(base_params(tmp_path, TARGET_CRS="EPSG:4326", RESOLUTION=10),
+                               context(), for_run=False)
+    assert params.resolution == 10
+    grid = output_grid(params.aoi, params.target_crs, params.resolution)
+    xdeg, ydeg = grid.res
+    assert ydeg == pytest.approx(10 / 111_260, rel=0.01)  # a degree of latitude at 52.3 N
+    assert xdeg == pytest.approx(10 / (111_320 * np.cos(np.radians(52.31))), rel=0.01)
+    assert "metres on the ground" in alg.parameterDefinition("RESOLUTION").help()

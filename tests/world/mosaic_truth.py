@@ -7,7 +7,6 @@ from typing import Dict, List
 
 import numpy as np
 import rasterio
-from rasterio.transform import from_origin
 from scipy import ndimage
 
 CLOUD_LIKE = frozenset({3, 8, 9, 10})
@@ -42,8 +41,7 @@ def read_mosaic(path):
 
 def truth_for(world, result, bands, radius: int = 4) -> MosaicTruth:
     """Evaluate the generator's truth on the mosaic's own grid."""
-    minx, _, _, maxy = result.bounds
-    transform = from_origin(minx, maxy, result.resolution, result.resolution)
+    transform = result.transform
     shape = result.shape
     scl, strict, loose = [], [], []
     refl: Dict[str, List[np.ndarray]] = {b: [] for b in bands}
@@ -63,8 +61,7 @@ def aoi_mask(aoi, result) -> np.ndarray:
     """Pixels whose centre lies in the AOI, on the mosaic's grid (independent of the engine)."""
     from rasterio.features import geometry_mask
 
-    minx, _, _, maxy = result.bounds
-    transform = from_origin(minx, maxy, result.resolution, result.resolution)
+    transform = result.transform
     geometry = aoi.to_crs(result.crs)
     return ~geometry_mask([geometry], out_shape=result.shape, transform=transform)
 

@@ -1,4 +1,4 @@
-"""STAC JSON shaped like Earth Search v1 (compare /work/shared/real-stac/).
+"""STAC JSON shaped like Earth Search v1 (compare ../shared/real-stac/).
 
 `sentinel-2-c1-l2a` follows rustac-es-v1-c1-13TDE (raw DNs, B02-style band names,
 file:size/checksum); `sentinel-2-l2a` follows the mapchete-eo 2024 items

@@ -1,0 +1,297 @@
+"""The block task: read -> mask -> reduce -> encode one output block, from picklable inputs.
+
+`run_block(task)` is a module-level function of one frozen `BlockTask` (block grid, the
+passes with slim scenes whose hrefs and radiometry are resolved, the composite and mask
+settings, the GDAL options as a plain dict) and returns a picklable `BlockResult`. It needs
+no catalog, no progress object and no shared state, so any `concurrent.futures.Executor`
+can run it: the default threads, a process pool or a Dask cluster. The parent plans,
+submits, and is the only writer of the output.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
+from typing import Callable, Dict, FrozenSet, Iterator, List, Optional, Sequence, Tuple
+
+import numpy as np
+import rasterio
+from shapely.geometry.base import BaseGeometry
+
+from . import composite, io
+from .clouds import MaskRule
+from .errors import ReadError
+from .grid import Block, Grid, geometry_mask
+from .options import Method, OutputType
+from .output import encode
+from .plan import Pass
+from .reader import SceneReader
+from .scene import SCL, Scene
+
+Indexed = Tuple[int, Scene]
+
+
+@dataclass(frozen=True)
+class CompositeSpec:
+    """What a block computes and how it is encoded."""
+
+    method: Method
+    percentile: float
+    bands: Tuple[str, ...]
+    output_type: OutputType
+    count_band: bool = False
+    source_band: bool = False
+
+
+@dataclass(frozen=True)
+class BlockTask:
+    """Everything one block needs; every field pickles."""
+
+    block: Block
+    passes: Tuple[Pass, ...]  # plan order; only the scenes whose footprint meets the block
+    aoi: Optional[BaseGeometry]  # the AOI in the grid's CRS when clipping, else None
+    composite: CompositeSpec
+    mask: MaskRule
+    gdal: Dict[str, object]  # GDAL configuration, set inside the task
+    read_workers: int = 8  # concurrent reads inside the block
+    skip: FrozenSet[int] = frozenset()  # scenes already known unreadable: not retried
+
+
+@dataclass
+class BlockResult:
+    block: Block
+    data: np.ndarray  # (bands, h, w) in the output's data type, 0 = nodata
+    aoi_pixels: int  # output pixels of the block inside the AOI
+    filled: int  # of those, how many got a value
+    contributed: Dict[int, int] = field(default_factory=dict)  # scene index -> pixels
+    broken: Dict[int, str] = field(default_factory=dict)  # scene index -> why unreadable
+    reads: int = 0  # raster windows read (SCL and bands)
+    seconds: float = 0.0
+
+
+def slim(scene: Scene, bands: Sequence[str]) -> Scene:
+    """The scene with only what a worker reads: the SCL and band hrefs, no item properties."""
+    assets = {k: v for k, v in scene.assets.items() if k == SCL or k in bands}
+    return replace(scene, assets=assets, properties={})
+
+
+# --- read pools ---------------------------------------------------------------------------
+
+class ReadPools:
+    """Threads for the reads inside a block, so they run concurrently: remote COG reads
+    are latency bound and a small AOI is a single block. Two pools, so a pass read waiting
+    on its band reads never waits on its own pool. Threads keep open datasets (and their
+    cached tiles), which must not outlive the run: shut them down with the run."""
+
+    def __init__(self, workers: int, options: Dict[str, object]) -> None:
+        self.passes, self.bands = (
+            ThreadPoolExecutor(max_workers=workers, thread_name_prefix=f"clearsky-{kind}",
+                               initializer=io.init_worker, initargs=(options,))
+            for kind in ("pass", "band"))
+
+    def shutdown(self) -> None:
+        for pool in (self.passes, self.bands):
+            pool.shutdown(wait=True, cancel_futures=True)
+
+
+_SHARED: Dict[tuple, ReadPools] = {}
+_SHARED_LOCK = threading.Lock()
+
+
+def _pools_key(workers: int, options: Dict[str, object]) -> tuple:
+    return (workers, tuple(sorted((k, str(v)) for k, v in options.items())))
+
+
+@contextlib.contextmanager
+def shared_pools(workers: int, options: Dict[str, object]) -> Iterator[ReadPools]:
+    """Read pools that the tasks of one run share in this process (their open datasets
+    serve every block); tasks run elsewhere (another process) make their own."""
+    key = _pools_key(workers, options)
+    pools = ReadPools(workers, options)
+    with _SHARED_LOCK:
+        _SHARED[key] = pools
+    try:
+        yield pools
+    finally:
+        with _SHARED_LOCK:
+            if _SHARED.get(key) is pools:
+                del _SHARED[key]
+        pools.shutdown()
+
+
+@contextlib.contextmanager
+def _pools_for(task: BlockTask) -> Iterator[ReadPools]:
+    with _SHARED_LOCK:
+        pools = _SHARED.get(_pools_key(task.read_workers, task.gdal))
+    if pools is not None:
+        yield pools
+        return
+    own = ReadPools(task.read_workers, task.gdal)
+    try:
+        yield own
+    finally:
+        own.shutdown()
+
+
+@contextlib.contextmanager
+def _gdal(options: Dict[str, object]) -> Iterator[None]:
+    if rasterio.env.hasenv():
+        yield
+        return
+    with rasterio.Env(**options):
+        yield
+
+
+# --- the task -------------------------------------------------------------------------------
+
+def run_block(task: BlockTask) -> BlockResult:
+    """Read, mask, reduce and encode one block; depends only on `task`."""
+    started = time.perf_counter()
+    grid = task.block.grid
+    spec = task.composite
+    inside_aoi = task.aoi is not None
+    target = geometry_mask(grid, task.aoi) if inside_aoi else np.ones(grid.shape, bool)
+    with _gdal(task.gdal), _pools_for(task) as pools:
+        reads = _SafeReads(SceneReader(spec.bands, task.mask, grid, pools.bands.map), task.skip)
+        passes = [list(p.scenes) for p in task.passes]
+        if spec.method is Method.BEST:
+            values, count, source, contributed = _best(grid, passes, target, spec, reads)
+        else:
+            ordered = [_native_first(scenes, grid.crs) for scenes in passes]
+            values, count, source, contributed = _stack(
+                grid, ordered, target, spec, reads, pools.passes.map)
+    data = encode(values, target, count, source, spec.output_type)
+    return BlockResult(
+        block=task.block, data=data, aoi_pixels=int(target.sum()),
+        filled=int((np.isfinite(values[0]) & target).sum()), contributed=contributed,
+        broken=reads.broken, reads=reads.count, seconds=time.perf_counter() - started,
+    )
+
+
+class _SafeReads:
+    """Skips scenes whose assets cannot be read (after the reader's retries), noting why."""
+
+    def __init__(self, reader: SceneReader, skip: FrozenSet[int]) -> None:
+        self.reader = reader
+        self.skip = skip
+        self.broken: Dict[int, str] = {}
+        self.count = 0
+        self._lock = threading.Lock()
+
+    def _guard(self, index: int, read: Callable, *args):
+        if index in self.skip or index in self.broken:
+            return None
+        with self._lock:
+            self.count += 1
+        try:
+            return read(*args)
+        except ReadError as exc:
+            self.broken.setdefault(index, str(exc))
+            return None
+
+    def usable(self, index: int, scene: Scene, grid: Grid, target: np.ndarray):
+        usable = self._guard(index, self.reader.usable, scene, grid)
+        return None if usable is None else usable & target
+
+    def usable_and_covered(self, index: int, scene: Scene, grid: Grid, target: np.ndarray):
+        got = self._guard(index, self.reader.usable_and_covered, scene, grid)
+        return None if got is None else (got[0] & target, got[1])
+
+    def reflectance(self, index: int, scene: Scene, grid: Grid, usable: np.ndarray):
+        return self._guard(index, self.reader.reflectance, scene, grid, usable)
+
+
+def _native_first(scenes: List[Indexed], crs: str) -> List[Indexed]:
+    """Tiles of one pass with those in the output CRS first (read without warping); the
+    others only fill what those leave empty. Stable, so the plan order holds otherwise.
+    Only for stacks: best pixel keeps the plan's tile order (its choice of pixels)."""
+    return sorted(scenes, key=lambda item: item[1].crs != crs)
+
+
+def _best(grid: Grid, passes: List[List[Indexed]], target: np.ndarray, spec: CompositeSpec,
+          reads: _SafeReads):
+    """First clear observation per pixel, passes in plan order; stops once the block is full."""
+    best = composite.BestPixel(len(spec.bands), grid.shape)
+    count = np.zeros(grid.shape, "uint16") if spec.count_band else None
+    contributed: Dict[int, int] = {}
+    for scenes in passes:
+        if count is None and best.is_complete(target):
+            break  # every AOI pixel of the block is filled: stop reading
+        seen = np.zeros(grid.shape, bool)
+        for index, scene in scenes:
+            usable = reads.usable(index, scene, grid, target)
+            if usable is None:
+                continue
+            seen |= usable
+            # SCL pruning: read reflectance only where it can still fill a pixel.
+            if not (usable & ~best.filled).any():
+                continue
+            read = reads.reflectance(index, scene, grid, usable)
+            if read is None:
+                continue
+            filled = best.add(read[0], read[1], index)
+            if filled:
+                contributed[index] = contributed.get(index, 0) + filled
+        if count is not None:
+            count += seen.astype("uint16")
+    values, source = best.result()
+    return values, count, (source if spec.source_band else None), contributed
+
+
+def _read_pass(scenes: List[Indexed], grid: Grid, target: np.ndarray, reads: _SafeReads):
+    """The usable observations of one pass's tiles over the block, with their scene index.
+
+    A tile counts as covering its pixels only once its bands were read: when one tile
+    cannot be read, the overlapping tile of the same pass still fills them."""
+    observations, owners = [], []
+    covered = np.zeros(grid.shape, bool)
+    for index, scene in scenes:
+        if covered.any() and not (target & ~covered).any():
+            break  # tiles of one pass repeat one observation: the block is covered
+        got = reads.usable_and_covered(index, scene, grid, target)
+        if got is None:
+            continue
+        usable, has_data = got
+        if not usable.any():
+            covered |= has_data
+            continue
+        read = reads.reflectance(index, scene, grid, usable)
+        if read is None:
+            continue
+        covered |= has_data
+        observations.append(read)
+        owners.append(index)
+    return observations, owners
+
+
+def _stack(grid: Grid, passes: List[List[Indexed]], target: np.ndarray, spec: CompositeSpec,
+           reads: _SafeReads, mapper: Callable = map):
+    """Median or percentile over passes; the tiles of one pass merge into one observation.
+    `mapper` (a pool's map) reads the passes concurrently; results come back in order."""
+    count = np.zeros(grid.shape, "uint16") if spec.count_band else None
+    contributed: Dict[int, int] = {}
+    stack: List[np.ndarray] = []
+    for observations, owners in mapper(
+        lambda scenes: _read_pass(scenes, grid, target, reads), passes
+    ):
+        if not observations:
+            continue
+        taken = np.zeros(grid.shape, bool)
+        for (_, valid), index in zip(observations, owners):  # first valid tile wins
+            new = valid & ~taken
+            if new.any():
+                contributed[index] = contributed.get(index, 0) + int(new.sum())
+            taken |= valid
+        values, valid = composite.merge_pass(observations)
+        stack.append(values)
+        if count is not None:
+            count += valid.astype("uint16")
+    if stack:
+        percentile = 50.0 if spec.method is Method.MEDIAN else spec.percentile
+        values = composite.reduce_stack(np.stack(stack), spec.method.value, percentile)
+    else:
+        values = np.full((len(spec.bands),) + grid.shape, np.nan, "float32")
+    return values, count, None, contributed

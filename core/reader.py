@@ -1,0 +1,89 @@
+"""Masked reads of one scene onto an output grid: the SCL first, then the bands.
+
+Used by the mosaic's block task and by the clear clips alike: it needs only the bands,
+the mask rule and the grid, no mosaic parameters.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Iterable, Optional, Sequence, Tuple
+
+import numpy as np
+from affine import Affine
+from rasterio.enums import Resampling
+
+from . import io
+from .clouds import MaskRule
+from .grid import Grid, pixel_size_m
+from .scene import BAND_RESOLUTION, SCL, Scene
+
+
+def resampling_for(bands: Iterable[str], pixel_m: float) -> Resampling:
+    """Average when the output is coarser than the finest band (1.5x), else bilinear."""
+    native = min(BAND_RESOLUTION[b] for b in bands)
+    return Resampling.average if pixel_m > 1.5 * native else Resampling.bilinear
+
+
+class SceneReader:
+    """Reads one scene's SCL and bands onto a grid (a block or a clip), masked.
+
+    `band_map` maps the band reads (the builtin map, or a thread pool's map to read the
+    bands of one scene concurrently)."""
+
+    def __init__(self, bands: Sequence[str], rule: MaskRule, grid: Grid,
+                 band_map: Callable = map) -> None:
+        self.bands = tuple(bands)
+        self.rule = rule
+        self.map = band_map
+        pixel_m = pixel_size_m(grid)
+        # Dilation is given in 20 m SCL pixels; apply it in output pixels, reading a margin
+        # so clouds just outside the grid still grow into it.
+        self.radius = rule.radius_px(pixel_m)
+        self.resampling = resampling_for(self.bands, pixel_m)
+
+    def usable(self, scene: Scene, grid: Grid) -> Optional[np.ndarray]:
+        """Clear-pixel mask of the scene over the grid from its SCL, or None if no data."""
+        got = self.usable_and_covered(scene, grid)
+        return None if got is None else got[0]
+
+    def usable_and_covered(
+        self, scene: Scene, grid: Grid
+    ) -> Optional[Tuple[np.ndarray, np.ndarray]]:
+        """(clear-pixel mask, has-data mask) of the scene over the grid, or None if no data."""
+        m = self.radius + 1
+        wide = Grid(
+            grid.crs, grid.transform * Affine.translation(-m, -m), grid.width + 2 * m,
+            grid.height + 2 * m,
+        )
+        scl = io.read_to_grid(
+            scene.assets[SCL], wide, resampling=Resampling.nearest, use_overviews=False
+        )
+        if scl is None:
+            return None
+        bad = self.rule.unusable(scl, self.radius)
+        has_data = scl != 0
+        ok = (~bad) & has_data
+        return ok[m:-m, m:-m], has_data[m:-m, m:-m]
+
+    def reflectance(
+        self, scene: Scene, grid: Grid, usable: np.ndarray
+    ) -> Tuple[np.ndarray, np.ndarray]:
+        """Reflectance (nb, h, w) float32 and the final validity mask."""
+        out = np.full((len(self.bands), grid.height, grid.width), np.nan, "float32")
+        valid = usable.copy()
+
+        def read(band: str) -> Optional[np.ndarray]:
+            return io.read_to_grid(
+                scene.assets[band], grid, resampling=self.resampling, use_overviews=True
+            )
+
+        for i, dn in enumerate(self.map(read, self.bands)):
+            if dn is None:
+                valid[:] = False
+                break
+            refl = scene.radiometry.reflectance(dn)
+            # DN 0 is nodata; raw DNs below the offset give negative reflectance at edges.
+            valid &= (dn > 0) & (refl >= 0)
+            out[i] = refl
+        out[:, ~valid] = np.nan
+        return out, valid
