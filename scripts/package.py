@@ -27,7 +27,10 @@ ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = "clearsky"
 VENDOR = f"{PACKAGE}._vendor"
 TOP_FILES = ("metadata.txt", "__init__.py", "plugin.py", "dependencies.py", "LICENSE")
-TOP_DIRS = ("core", "ui", "provider", "resources")
+TOP_DIRS = ("core", "ui", "provider", "resources")  # resources/: icon.svg, help/ (the Help page)
+# Opened by path at run time (the icon; the dialog's Help button and each algorithm's helpUrl):
+# a zip without one of them is not built.
+REQUIRED = ("resources/icon.svg", "resources/help/index.html")
 # distribution name -> the import names it provides; six because dateutil imports it.
 BUNDLED = {
     "pystac-client": ("pystac_client",),
@@ -196,6 +199,9 @@ def vendored_files(bundled: Dict[str, Tuple[str, ...]] = BUNDLED) -> Iterator[Tu
 def build_package(root: Path = ROOT, output_dir: Path = ROOT / "dist") -> Path:
     """Write the zip and return its path."""
     entries = dict(plugin_files(root))
+    missing = [name for name in REQUIRED if f"{PACKAGE}/{name}" not in entries]
+    if missing:
+        raise SystemExit(f"package: missing {', '.join(missing)}")
     for name, data in vendored_files():
         if name in entries:
             raise SystemExit(f"package: {name} would be written twice")

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import textwrap
 import zipfile
+from html.parser import HTMLParser
 from importlib import metadata
 from pathlib import Path
 
@@ -69,6 +70,55 @@ def test_zip_holds_only_what_runs(built_zip):
     bad = [n for n in names if "__pycache__" in n or n.endswith((".pyc", ".pyo"))
            or "/." in n or ".." in n]
     assert bad == []
+
+
+HELP_PAGE = "clearsky/resources/help/index.html"
+HELP_ANCHORS = {"dialog", "buildmosaic", "searchscenes", "clearclips"}
+
+
+class _Page(HTMLParser):
+    """The ids, the links and any external resource of an HTML page."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ids, self.links, self.external, self.tags = set(), [], [], set()
+
+    def handle_starttag(self, tag, attrs):
+        self.tags.add(tag)
+        for key, value in attrs:
+            value = value or ""
+            if key == "id":
+                self.ids.add(value)
+            if key == "href":
+                self.links.append(value)
+            if key in ("href", "src") and ("://" in value or value.startswith("//")):
+                self.external.append(f"<{tag} {key}={value}>")
+
+
+def test_zip_ships_the_help_page(built_zip, provider):
+    """The dialog's Help button (#dialog) and each algorithm's helpUrl (#<name>) open
+    clearsky/resources/help/index.html, a self-contained page inside the zip."""
+    archive = zipfile.ZipFile(built_zip)
+    assert HELP_PAGE in archive.namelist()
+    page = _Page()
+    page.feed(archive.read(HELP_PAGE).decode("utf-8"))
+    assert page.ids >= HELP_ANCHORS
+    assert {a.name() for a in provider.algorithms()} <= page.ids  # helpUrl = page + "#" + name
+    assert page.external == []  # no CSS, JS, fonts or images from the network
+    assert not page.tags & {"script", "link", "iframe"}
+    dangling = [h for h in page.links if h.startswith("#") and h[1:] not in page.ids]
+    assert dangling == []
+
+
+def test_package_refuses_a_plugin_without_its_help(tmp_path):
+    root = tmp_path / "plugin"
+    for name in package.TOP_FILES:
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_bytes((package.ROOT / name).read_bytes())
+    (root / "resources").mkdir()
+    (root / "resources" / "icon.svg").write_text("<svg/>")
+    with pytest.raises(SystemExit, match="resources/help/index.html"):
+        package.build_package(root, tmp_path / "dist")
 
 
 def test_zip_carries_each_bundled_licence(built_zip):
