@@ -18,6 +18,7 @@ from qgis.core import (
     QgsProcessingException,
     QgsProcessingFeedback,
 )
+from qgis.PyQt.QtCore import QUrl
 from qgis.PyQt.QtGui import QIcon
 
 from ..core.errors import ClearskyError
@@ -25,6 +26,7 @@ from .parameters import tr
 
 T = TypeVar("T")
 ICON = Path(__file__).resolve().parent.parent / "resources" / "icon.svg"
+HELP = Path(__file__).resolve().parent.parent / "resources" / "help" / "index.html"
 
 
 def missing_dependency_hint() -> Optional[str]:
@@ -67,6 +69,10 @@ class ClearskyAlgorithm(QgsProcessingAlgorithm):
 
     def svgIconPath(self) -> str:
         return str(ICON) if ICON.exists() else super().svgIconPath()
+
+    def helpUrl(self) -> str:
+        """The algorithm's section of the help page shipped in the plugin (anchor = name)."""
+        return QUrl.fromLocalFile(str(HELP)).toString() + "#" + self.name()
 
     def canExecute(self) -> Tuple[bool, str]:
         hint = missing_dependency_hint()

@@ -47,8 +47,8 @@ from .layers import style_mosaic_layer
 HERE = Path(__file__).resolve().parent
 PLUGIN_DIR = HERE.parent
 ICON = PLUGIN_DIR / "resources" / "icon.svg"
-README = PLUGIN_DIR / "README.md"
-HELP_ANCHOR = "using-the-dialog"  # GitHub's anchor of the README heading "Using the dialog"
+HELP = PLUGIN_DIR / "resources" / "help" / "index.html"  # shipped in the plugin zip
+HELP_ANCHOR = "dialog"
 LOG_TAG = "Clearsky"
 NOMINATIM_URL = core_aoi.NOMINATIM_URL  # tests (and the setting Clearsky/nominatim_url) override
 COLLECTIONS = ("sentinel-2-c1-l2a", "sentinel-2-l2a")
@@ -443,7 +443,7 @@ class ClearskyDialog(BASE, FORM):
 
     # -- help, settings, closing -------------------------------------------------------------
     def help_url(self) -> QUrl:
-        url = QUrl.fromLocalFile(str(README))
+        url = QUrl.fromLocalFile(str(HELP))
         url.setFragment(HELP_ANCHOR)
         return url
 

@@ -523,10 +523,11 @@ def test_choices_and_custom_catalogs_persist(qgis_iface, canvas, dlg, tmp_path):
         again.deleteLater()
 
 
-def test_help_points_at_the_readme_section(dlg):
+def test_help_points_at_the_shipped_help_page(dlg):
     url = dlg.help_url()
-    assert url.isLocalFile() and Path(url.toLocalFile()).name == "README.md"
-    assert url.fragment() == "using-the-dialog"
+    page = Path(url.toLocalFile())
+    assert url.isLocalFile() and page.name == "index.html" and page.is_file()
+    assert url.fragment() == "dialog" and 'id="dialog"' in page.read_text(encoding="utf-8")
 
 
 def test_advanced_options_follow_the_options_table_and_persist(qgis_iface, canvas, dlg, tmp_path):

@@ -461,3 +461,19 @@ def test_resolution_is_metres_in_processing_as_in_the_engine(provider, tmp_path)
     assert ydeg == pytest.approx(10 / 111_260, rel=0.01)  # a degree of latitude at 52.3 N
     assert xdeg == pytest.approx(10 / (111_320 * np.cos(np.radians(52.31))), rel=0.01)
     assert "metres on the ground" in alg.parameterDefinition("RESOLUTION").help()
+
+
+@pytest.mark.parametrize("alg_id", ["clearsky:buildmosaic", "clearsky:searchscenes",
+                                    "clearsky:clearclips"])
+def test_help_url_opens_the_shipped_help_page_at_the_algorithm(provider, alg_id):
+    from pathlib import Path
+
+    from qgis.PyQt.QtCore import QUrl
+
+    url = QUrl(algorithm(alg_id).helpUrl())
+    page = Path(url.toLocalFile())
+    assert page.is_file() and url.fragment() == alg_id.split(":")[1]
+    text = page.read_text(encoding="utf-8")
+    assert f'id="{url.fragment()}"' in text
+    for key in ("INVALID_SCL", "DILATION"):
+        assert f"<code>{key}</code>" in text
