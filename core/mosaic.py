@@ -85,11 +85,13 @@ def _build(params: MosaicParams, progress: Progress, executor: Optional[Executor
         out.commit(descriptions=names, tags=output.tags(params, used, kept),
                    band_tags=output.band_tags(params, names))
 
-    header = {"output": str(params.output), "parameters": output.params_summary(params)}
-    write_scene_report(reports, csv_path, json_path, header)
+    if params.write_report:
+        header = {"output": str(params.output), "parameters": output.params_summary(params)}
+        write_scene_report(reports, csv_path, json_path, header)
     progress.set_progress(100)
     return MosaicResult(
-        output=params.output, report_json=json_path, report_csv=csv_path, reports=reports,
+        output=params.output, report_json=json_path if params.write_report else None,
+        report_csv=csv_path if params.write_report else None, reports=reports,
         band_names=tuple(names), crs=grid.crs, resolution=params.resolution,
         bounds=grid.bounds, shape=grid.shape,
         filled_fraction=outcome.filled / outcome.aoi_pixels if outcome.aoi_pixels else 0.0,

@@ -78,6 +78,7 @@ class MosaicParams(SearchParams):
 
     output: Optional[Path] = None
     report_csv: Optional[Path] = None  # default: <output stem>.report.csv (JSON beside it)
+    write_report: bool = True  # False: no CSV/JSON report (Processing's "Skip output")
     bands: Tuple[str, ...] = default("bands")
     method: Method = default("method")
     percentile: float = default("percentile")

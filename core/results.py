@@ -56,8 +56,8 @@ class SearchResult:
 @dataclass
 class MosaicResult:
     output: Path
-    report_json: Path
-    report_csv: Path
+    report_json: Optional[Path]  # None when no report was asked for
+    report_csv: Optional[Path]
     reports: List[SceneReport]
     band_names: Tuple[str, ...]
     crs: str

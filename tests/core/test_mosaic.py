@@ -294,3 +294,11 @@ def test_block_tasks_run_in_other_processes_with_identical_pixels(world, served,
 def threads_blocks(result):
     rows, cols = result.shape
     return [(r, c) for r in range(0, rows, 128) for c in range(0, cols, 128)]
+
+
+def test_no_report_when_none_is_asked_for(world, served, tmp_path):
+    aoi = Aoi(affinity.scale(world.region, 0.1, 0.1), "EPSG:4326")
+    result = build_mosaic(mosaic_params(world, served, tmp_path / "m.tif", aoi=aoi,
+                                        write_report=False))
+    assert result.report_csv is None and result.report_json is None
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.tif"]
