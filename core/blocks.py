@@ -11,6 +11,8 @@ submits, and is the only writer of the output.
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import os
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -58,6 +60,7 @@ class BlockTask:
     gdal: Dict[str, object]  # GDAL configuration, set inside the task
     read_workers: int = 8  # concurrent reads inside the block
     skip: FrozenSet[int] = frozenset()  # scenes already known unreadable: not retried
+    part: Optional[str] = None  # write the block here (GeoTIFF) and return its path instead
 
 
 @dataclass
@@ -70,6 +73,34 @@ class BlockResult:
     broken: Dict[int, str] = field(default_factory=dict)  # scene index -> why unreadable
     reads: int = 0  # raster windows read (SCL and bands)
     seconds: float = 0.0
+    part: Optional[str] = None  # the block's GeoTIFF part when the task wrote one (data empty)
+    sha256: str = ""  # of the encoded block bytes
+    failed: str = ""  # why no worker could compute the block (then data is nodata)
+
+
+def block_id(block: Block) -> str:
+    h, w = block.shape
+    return f"r{block.row_off}_c{block.col_off}_{h}x{w}"
+
+
+def digest(data: np.ndarray) -> str:
+    return hashlib.sha256(np.ascontiguousarray(data).tobytes()).hexdigest()
+
+
+def write_part(path: str, grid: Grid, data: np.ndarray) -> None:
+    """The block as a small georeferenced GeoTIFF, written whole or not at all."""
+    tmp = f"{path}.tmp"
+    with rasterio.open(tmp, "w", driver="GTiff", width=grid.width, height=grid.height,
+                       count=data.shape[0], dtype=data.dtype.name, crs=grid.crs,
+                       transform=grid.transform, nodata=0, compress="DEFLATE",
+                       zlevel=1) as ds:
+        ds.write(data)
+    os.replace(tmp, path)
+
+
+def read_part(path: str) -> np.ndarray:
+    with rasterio.open(path) as ds:
+        return ds.read()
 
 
 def slim(scene: Scene, bands: Sequence[str]) -> Scene:
@@ -92,9 +123,9 @@ class ReadPools:
                                initializer=io.init_worker, initargs=(options,))
             for kind in ("pass", "band"))
 
-    def shutdown(self) -> None:
+    def shutdown(self, wait: bool = True) -> None:
         for pool in (self.passes, self.bands):
-            pool.shutdown(wait=True, cancel_futures=True)
+            pool.shutdown(wait=wait, cancel_futures=True)
 
 
 _SHARED: Dict[tuple, ReadPools] = {}
@@ -113,13 +144,15 @@ def shared_pools(workers: int, options: Dict[str, object]) -> Iterator[ReadPools
     pools = ReadPools(workers, options)
     with _SHARED_LOCK:
         _SHARED[key] = pools
+    ok = False
     try:
         yield pools
+        ok = True
     finally:
         with _SHARED_LOCK:
             if _SHARED.get(key) is pools:
                 del _SHARED[key]
-        pools.shutdown()
+        pools.shutdown(wait=ok)  # after a cancel or an error, stalled reads are not waited for
 
 
 @contextlib.contextmanager
@@ -164,10 +197,15 @@ def run_block(task: BlockTask) -> BlockResult:
             values, count, source, contributed = _stack(
                 grid, ordered, target, spec, reads, pools.passes.map)
     data = encode(values, target, count, source, spec.output_type)
+    sha = digest(data)
+    if task.part is not None:
+        write_part(task.part, grid, data)
+        data = data[:, :0, :0]  # the parent reads the part: no pixels travel back
     return BlockResult(
         block=task.block, data=data, aoi_pixels=int(target.sum()),
         filled=int((np.isfinite(values[0]) & target).sum()), contributed=contributed,
         broken=reads.broken, reads=reads.count, seconds=time.perf_counter() - started,
+        part=task.part, sha256=sha,
     )
 
 

@@ -7,9 +7,12 @@ writer of the output. Memory is bounded by the blocks in flight, never by the AO
 
 from __future__ import annotations
 
+import contextlib
+from collections import deque
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import replace
-from typing import Dict, Iterable, Iterator, List, Optional, Sequence
+from typing import Deque, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 from pyproj import Transformer
@@ -17,10 +20,21 @@ from shapely.geometry import Polygon, box
 from shapely.geometry.base import BaseGeometry
 
 from . import io, output
-from .blocks import BlockResult, BlockTask, CompositeSpec, run_block, shared_pools, slim
+from .blocks import (
+    BlockResult,
+    BlockTask,
+    CompositeSpec,
+    block_id,
+    read_part,
+    run_block,
+    shared_pools,
+    slim,
+)
 from .clouds import MaskRule
 from .errors import NoScenesError, ReadError
-from .grid import Block, Grid, output_grid
+from .executors import Running, block_size_for, open_executor
+from .grid import Block, Grid, geometry_mask, output_grid
+from .ledger import Ledger
 from .params import MosaicParams
 from .plan import Pass, plan_passes
 from .progress import NullProgress, Progress, SubProgress, check_cancelled
@@ -38,7 +52,9 @@ BLOCKS_IN_FLIGHT = 2
 def build_mosaic(
     params: MosaicParams, progress: Optional[Progress] = None, executor: Optional[Executor] = None
 ) -> MosaicResult:
-    """Build the cloud-free composite and write it as a COG with its scene report."""
+    """Build the cloud-free composite and write it as a COG with its scene report.
+
+    `executor` (any concurrent.futures.Executor) overrides `params.executor`."""
     params.validate()
     with io.gdal_env(params.max_workers):
         return _build(params, progress or NullProgress(), executor)
@@ -57,36 +73,55 @@ def _build(params: MosaicParams, progress: Progress, executor: Optional[Executor
 
     grid = output_grid(params.aoi, params.target_crs, params.resolution)
     passes = plan_passes(kept, params.start, params.end, params.target_date)
-    progress.info(
-        f"Compositing {len(kept)} scene(s) from {len(passes)} pass(es) into a "
-        f"{grid.width} x {grid.height} grid ({grid.crs}, {params.resolution:g} m pixels)"
-    )
     names = output.band_names(params)
-    blocks = grid.blocks(params.block_size)
     outcome = _Outcome()
     options = io.current_options()
-    with shared_pools(params.max_workers, options), io.CogWriter(
-        params.output, grid, len(names), output.dtype_of(params.output_type), 0,
-        params.overwrite,
-    ) as out:
+    with contextlib.ExitStack() as stack:
+        running = (Running(executor, BLOCKS_IN_FLIGHT) if executor is not None else
+                   stack.enter_context(open_executor(params.executor, gui=params.gui)))
+        side = block_size_for(running.memory_limit, len(passes), len(names), params.block_size)
+        blocks = grid.blocks(side)
+        progress.info(
+            f"Compositing {len(kept)} scene(s) from {len(passes)} pass(es) into a "
+            f"{grid.width} x {grid.height} grid ({grid.crs}, {params.resolution:g} m pixels), "
+            f"{len(blocks)} block(s)"
+        )
+        ledger = Ledger(params.output) if params.resume else None
+        stack.enter_context(shared_pools(params.max_workers, options))
+        out = stack.enter_context(io.CogWriter(
+            params.output, grid, len(names), output.dtype_of(params.output_type), 0,
+            params.overwrite))
         tasks = _tasks(params, grid, blocks, passes, options, outcome)
         blocks_progress = SubProgress(progress, 20, 92)
-        for done, result in enumerate(_run(executor, tasks, options, progress)):
-            out.write(result.block.row_off, result.block.col_off, result.data)
+        total = grid.width * grid.height
+        done_px = 0
+        for task, result, cached in _run(running, tasks, options, progress, ledger):
+            data = read_part(result.part) if result.data.size == 0 and result.part else \
+                result.data
+            out.write(result.block.row_off, result.block.col_off, data)
             outcome.add(result)
-            blocks_progress.set_progress(100.0 * (done + 1) / len(blocks))
+            if ledger is not None and not cached and result.sha256:
+                ledger.record(task, result)
+            done_px += result.block.grid.width * result.block.grid.height
+            blocks_progress.set_progress(100.0 * done_px / total)
         if outcome.filled == 0 and outcome.broken:
             why = "; ".join(sorted(set(outcome.broken.values()))[:3])
             raise ReadError(f"No pixel of the mosaic could be read ({why}); nothing was written.")
         reports = final_reports(search.reports, params, outcome.contributed_by_id(kept),
                                 outcome.broken_by_id(kept))
         used = [r.scene.id for r in reports if r.pixels_contributed]
+        if ledger is not None and ledger.skipped:
+            progress.info(f"Resumed: {ledger.skipped} of {len(blocks)} block(s) were already "
+                          "done")
         progress.info("Writing the Cloud-Optimized GeoTIFF")
         out.commit(descriptions=names, tags=output.tags(params, used, kept),
                    band_tags=output.band_tags(params, names))
+        if ledger is not None:
+            ledger.remove()
 
     if params.write_report:
-        header = {"output": str(params.output), "parameters": output.params_summary(params)}
+        header = {"output": str(params.output), "parameters": output.params_summary(params),
+                  "failed_blocks": outcome.failed}
         write_scene_report(reports, csv_path, json_path, header)
     progress.set_progress(100)
     return MosaicResult(
@@ -95,7 +130,8 @@ def _build(params: MosaicParams, progress: Progress, executor: Optional[Executor
         band_names=tuple(names), crs=grid.crs, resolution=params.resolution,
         bounds=grid.bounds, shape=grid.shape,
         filled_fraction=outcome.filled / outcome.aoi_pixels if outcome.aoi_pixels else 0.0,
-        transform=grid.transform,
+        transform=grid.transform, failed_blocks=tuple(outcome.failed),
+        resumed_blocks=ledger.skipped if ledger is not None else 0,
     )
 
 
@@ -131,6 +167,7 @@ class _Outcome:
     def __init__(self) -> None:
         self.contributed: Dict[int, int] = {}
         self.broken: Dict[int, str] = {}
+        self.failed: List[str] = []  # blocks no worker could compute, with why
         self.filled = self.aoi_pixels = 0
 
     def add(self, result: BlockResult) -> None:
@@ -140,6 +177,8 @@ class _Outcome:
             self.broken.setdefault(index, why)
         self.filled += result.filled
         self.aoi_pixels += result.aoi_pixels
+        if result.failed:
+            self.failed.append(f"{block_id(result.block)}: {result.failed}")
 
     def contributed_by_id(self, kept: Sequence[SceneReport]) -> Dict[str, int]:
         return {kept[i].scene.id: n for i, n in self.contributed.items()}
@@ -198,32 +237,97 @@ def _polygon_wgs84(grid: Grid) -> Polygon:
     return Polygon(zip(lon, lat))
 
 
-def _run(executor: Optional[Executor], tasks: Iterable[BlockTask], options: Dict[str, object],
-         progress: Progress) -> Iterator[BlockResult]:
-    """Submit at most BLOCKS_IN_FLIGHT tasks at a time (bounded memory); yield in block
-    order; on cancel or error, cancel what is still pending."""
-    own = executor is None
-    pool = executor or ThreadPoolExecutor(
+def _run(running: Running, tasks: Iterable[BlockTask], options: Dict[str, object],
+         progress: Progress, ledger: Optional[Ledger]
+         ) -> Iterator[Tuple[BlockTask, BlockResult, bool]]:
+    """(task, result, from the ledger) per block, in block order, at most `in_flight` tasks
+    submitted at once (bounded memory). A block that kills its worker (out of memory) is
+    computed again as four quarters, once; then it is reported and left empty. On cancel or
+    error what is pending is cancelled, and nothing waits for a stalled read."""
+    own = running.executor is None
+    pool = running.executor or ThreadPoolExecutor(
         max_workers=BLOCKS_IN_FLIGHT, thread_name_prefix="clearsky-block",
         initializer=io.init_worker, initargs=(options,),
     )
-    pending: List[Future] = []
+    window = running.in_flight or BLOCKS_IN_FLIGHT
+    pending: Deque[Tuple[BlockTask, Optional[Future], int, Optional[BlockResult]]] = deque()
     queue = iter(tasks)
+    finished = False
+
+    def submit(task: BlockTask, depth: int) -> Tuple[BlockTask, Future, int, None]:
+        if ledger is not None:
+            task = replace(task, part=ledger.part_path(task))
+        return task, pool.submit(run_block, task), depth, None
+
     try:
         while True:
             check_cancelled(progress)
-            while len(pending) < BLOCKS_IN_FLIGHT:
+            while len(pending) < window:
                 task = next(queue, None)
                 if task is None:
                     break
-                pending.append(pool.submit(run_block, task))
+                cached = ledger.finished(task) if ledger is not None else None
+                pending.append((task, None, 0, cached) if cached else submit(task, 0))
             if not pending:
+                finished = True
                 return
-            result = pending.pop(0).result()
+            task, future, depth, cached = pending.popleft()
+            if cached is not None:
+                yield task, cached, True
+                continue
+            assert future is not None
+            try:
+                result = _wait(future, progress)
+            except Exception as exc:
+                if not _out_of_memory(exc):
+                    raise
+                if depth == 0 and min(task.block.shape) >= 32:
+                    progress.info(f"Block {block_id(task.block)} stopped its worker "
+                                  f"({type(exc).__name__}); computing it in four parts")
+                    for part in reversed(quarters(task.block)):
+                        pending.appendleft(submit(replace(task, block=part), 1))
+                    continue
+                progress.info(f"Block {block_id(task.block)} could not be computed: {exc}")
+                yield task, _empty(task, f"{type(exc).__name__}: {exc}"), False
+                continue
             check_cancelled(progress)
-            yield result
+            yield task, result, False
     finally:
-        for future in pending:
-            future.cancel()
-        if own:
-            pool.shutdown(wait=True, cancel_futures=True)
+        for _task, future, _depth, _cached in pending:
+            if future is not None:
+                future.cancel()
+        if own:  # after a cancel or an error, stalled reads are not waited for
+            pool.shutdown(wait=finished, cancel_futures=True)
+
+
+def _wait(future: Future, progress: Progress) -> BlockResult:
+    """The future's result, checking for cancel twice a second meanwhile."""
+    while True:
+        try:
+            return future.result(timeout=0.5)
+        except FutureTimeout:
+            check_cancelled(progress)
+
+
+def _out_of_memory(exc: BaseException) -> bool:
+    """A worker died of the block (Dask's KilledWorker) or the block did not fit."""
+    return isinstance(exc, MemoryError) or type(exc).__name__ == "KilledWorker"
+
+
+def quarters(block: Block) -> List[Block]:
+    """The block cut in half both ways."""
+    h, w = block.shape
+    rows = [(0, h // 2), (h // 2, h - h // 2)]
+    cols = [(0, w // 2), (w // 2, w - w // 2)]
+    return [Block(block.row_off + r, block.col_off + c, block.grid.subgrid(r, c, rh, cw))
+            for r, rh in rows for c, cw in cols if rh and cw]
+
+
+def _empty(task: BlockTask, why: str) -> BlockResult:
+    """The result of a block no worker could compute: nodata, counted as AOI pixels."""
+    grid = task.block.grid
+    spec = task.composite
+    bands = len(spec.bands) + int(spec.count_band) + int(spec.source_band)
+    target = geometry_mask(grid, task.aoi) if task.aoi is not None else np.ones(grid.shape, bool)
+    data = np.zeros((bands, *grid.shape), output.dtype_of(spec.output_type))
+    return BlockResult(task.block, data, aoi_pixels=int(target.sum()), filled=0, failed=why)

@@ -251,6 +251,16 @@ OPTIONS: Tuple[Option, ...] = (
     Option("clip_to_aoi", "CLIP_TO_AOI", "Clip to the AOI polygon", BOOL, True,
            "Pixels outside the AOI polygon are nodata; off = the whole bounding rectangle is "
            "filled."),
+    Option("executor", "EXECUTOR", "Run blocks on (empty: this machine)", TEXT, "",
+           "Where the blocks are computed: empty = this machine's threads; tcp://host:port = "
+           "a running Dask scheduler whose workers have Clearsky's engine installed; "
+           "local:N = N worker processes on this machine (headless runs only: qgis_process or "
+           "Python). Needs dask and distributed.", advanced=True, optional=True),
+    Option("resume", "RESUME", "Keep finished blocks so an interrupted run resumes", BOOL, False,
+           "Keep each finished block on disk beside the output (a ledger and one GeoTIFF part "
+           "per block, in a hidden folder removed on success): running again with the same "
+           "parameters after an interruption skips the finished blocks. With a cluster the "
+           "output folder must be shared storage.", advanced=True),
 )
 
 BY_FIELD: Dict[str, Option] = {o.field: o for o in OPTIONS}

@@ -12,6 +12,7 @@ from typing import FrozenSet, Optional, Tuple
 
 from .aoi import Aoi
 from .errors import InvalidParameterError
+from .executors import GUI_REFUSAL, parse_executor
 from .options import (
     BY_FIELD,
     DEFAULT_COLLECTION,
@@ -92,6 +93,9 @@ class MosaicParams(SearchParams):
     overwrite: bool = False
     scene_ids: Optional[FrozenSet[str]] = None  # restrict to these (user unticked others)
     block_size: int = 512  # output pixels per block side
+    executor: str = default("executor")  # "", tcp://host:port or local:N (core.executors)
+    resume: bool = default("resume")
+    gui: bool = False  # running inside the QGIS desktop: no worker processes
 
     def validate(self) -> None:
         super().validate()
@@ -113,3 +117,6 @@ class MosaicParams(SearchParams):
             raise InvalidParameterError("The source band exists only for best available pixel.")
         if self.block_size < 64:
             raise InvalidParameterError("block_size must be at least 64 pixels.")
+        spec = parse_executor(self.executor)
+        if spec.kind == "local" and self.gui:
+            raise InvalidParameterError(GUI_REFUSAL)

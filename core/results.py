@@ -66,6 +66,8 @@ class MosaicResult:
     shape: Tuple[int, int]  # rows, cols
     filled_fraction: float  # share of AOI pixels that got a value
     transform: Optional[Affine] = None  # the output grid (pixel size in CRS units)
+    failed_blocks: Tuple[str, ...] = ()  # blocks no worker could compute (left nodata)
+    resumed_blocks: int = 0  # blocks taken from an interrupted run's ledger
 
 
 @dataclass

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any, Dict, Optional
 
 from qgis.core import (
+    QgsApplication,
     QgsFeatureSource,
     QgsProcessingContext,
     QgsProcessingException,
@@ -19,6 +20,12 @@ from ..ui.geometry import aoi_from_geometries
 from . import parameters as pdefs
 from .base import ClearskyAlgorithm
 from .postprocessors import MosaicStyler, keep_alive
+
+
+def in_desktop() -> bool:
+    """True inside the QGIS desktop application (not qgis_process nor a Python script)."""
+    app = QgsApplication.instance()
+    return app is not None and app.platform() == "desktop"
 
 
 def read_aoi(alg: Any, parameters: dict, context: QgsProcessingContext):
@@ -88,6 +95,7 @@ class BuildMosaicAlgorithm(ClearskyAlgorithm):
         params = MosaicParams(
             aoi=aoi, output=output, report_csv=report,
             overwrite=True,  # Processing convention: the destination chosen is replaced
+            gui=in_desktop(),  # no worker processes inside the QGIS desktop
             **values,
         )
         self.build(params.validate)

@@ -11,25 +11,20 @@ import rasterio
 from pyproj import Geod
 from shapely import affinity
 
-from clearsky.core.api import Aoi, MosaicParams, build_mosaic
+from clearsky.core.api import Aoi, build_mosaic
 from clearsky.core.errors import NoScenesError
 from clearsky.core.params import Method, OutputType
-from world.mosaic_truth import CLOUD_LIKE, aoi_mask, nan_percentile, read_mosaic, truth_for
+from world.mosaic_truth import (
+    CLOUD_LIKE,
+    aoi_mask,
+    mosaic_params,
+    nan_percentile,
+    read_mosaic,
+    truth_for,
+)
 
 START, END = date(2024, 6, 1), date(2024, 6, 30)
 BANDS = ("red", "green", "blue", "nir")
-
-
-def mosaic_params(world, served, path, **overrides) -> MosaicParams:
-    """A mosaic over most of the archive: 4 tiles, 2 UTM zones, every pass."""
-    aoi = Aoi(affinity.scale(world.region, 0.7, 0.7), "EPSG:4326")
-    values = dict(
-        aoi=aoi, start=START, end=END, catalog_url=served.stac_url, output=path,
-        bands=BANDS, max_scene_cloud=100.0, max_aoi_cloud=100.0, count_band=True,
-        block_size=256,
-    )
-    values.update(overrides)
-    return MosaicParams(**values)
 
 
 def pass_of(world, collection):

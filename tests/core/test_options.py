@@ -16,7 +16,8 @@ from clearsky.core.errors import InvalidParameterError
 from clearsky.core.params import MosaicParams, SearchParams
 
 ROOT = Path(__file__).resolve().parents[2]
-INTERNAL = {"aoi", "max_workers", "output", "report_csv", "overwrite", "scene_ids", "block_size"}
+INTERNAL = {"aoi", "max_workers", "output", "report_csv", "write_report", "overwrite",
+            "scene_ids", "block_size", "gui"}
 
 
 def test_every_user_facing_field_has_exactly_one_option_and_its_default():

@@ -42,7 +42,8 @@ from clearsky.ui.layers import rgb_band_numbers, style_footprints_layer, style_m
 BUILD = [
     "AOI", "START_DATE", "END_DATE", "CATALOG", "COLLECTION", "MAX_SCENE_CLOUD", "MAX_AOI_CLOUD",
     "INVALID_SCL", "DILATION", "METHOD", "PERCENTILE", "BANDS", "OUTPUT_TYPE", "COUNT_BAND",
-    "SOURCE_BAND", "TARGET_DATE", "TARGET_CRS", "RESOLUTION", "CLIP_TO_AOI", "OUTPUT", "REPORT",
+    "SOURCE_BAND", "TARGET_DATE", "TARGET_CRS", "RESOLUTION", "CLIP_TO_AOI", "EXECUTOR", "RESUME",
+    "OUTPUT", "REPORT",
 ]
 SEARCH = ["AOI", "START_DATE", "END_DATE", "CATALOG", "COLLECTION", "MAX_SCENE_CLOUD",
           "MAX_AOI_CLOUD", "INVALID_SCL", "DILATION", "OUTPUT"]
@@ -422,7 +423,8 @@ def test_advanced_options_are_flagged_and_read(provider, tmp_path):
     alg = algorithm("clearsky:buildmosaic")
     d = {p.name(): p for p in alg.parameterDefinitions()}
     advanced = {n for n, p in d.items() if p.flags() & FLAG_ADVANCED}
-    assert advanced == {"INVALID_SCL", "DILATION", "TARGET_DATE", "SOURCE_BAND"}
+    assert advanced == {"INVALID_SCL", "DILATION", "TARGET_DATE", "SOURCE_BAND", "EXECUTOR",
+                        "RESUME"}
     assert d["INVALID_SCL"].defaultValue() == "0,1,3,8,9,10"
     assert d["DILATION"].defaultValue() == 2 and d["DILATION"].maximum() == 50
     assert d["TARGET_DATE"].flags() & FLAG_OPTIONAL

@@ -67,7 +67,8 @@ def test_help_lists_every_parameter(qgis_process, env):
     assert done.returncode == 0, done.stderr
     for name in ("AOI", "START_DATE", "END_DATE", "CATALOG", "COLLECTION", "MAX_SCENE_CLOUD",
                  "MAX_AOI_CLOUD", "METHOD", "PERCENTILE", "BANDS", "OUTPUT_TYPE", "COUNT_BAND",
-                 "TARGET_CRS", "RESOLUTION", "CLIP_TO_AOI", "OUTPUT", "REPORT"):
+                 "TARGET_CRS", "RESOLUTION", "CLIP_TO_AOI", "OUTPUT", "REPORT", "INVALID_SCL",
+                 "DILATION", "TARGET_DATE", "SOURCE_BAND", "EXECUTOR", "RESUME"):
         assert f"{name}:" in done.stdout, name
 
 
@@ -149,3 +150,19 @@ def test_clear_clips_headless(qgis_process, env, world, served, tmp_path):
     day = world.passes[k.pass_index].datetime.date().isoformat()
     assert any(r["aoi_name"] == "clear_under_cloudy" and r["datetime"].startswith(day)
                for r in rows)
+
+
+def test_build_mosaic_headless_on_a_local_dask_cluster(qgis_process, env, world, served,
+                                                       tmp_path):
+    """EXECUTOR=local:2 under qgis_process: two worker processes, the same bytes as threads."""
+    aoi = known_aoi_file(world, tmp_path, ["clear_under_cloudy", "cloudy_under_clear"])
+    common = dict(AOI=aoi, START_DATE="2024-06-01", END_DATE="2024-06-30",
+                  CATALOG=served.stac_url, MAX_SCENE_CLOUD=100, METHOD=1, CLIP_TO_AOI="false")
+    threads, dask = tmp_path / "threads.tif", tmp_path / "dask.tif"
+    run_json(qgis_process, env, "clearsky:buildmosaic", OUTPUT=threads, **common)
+    answer = run_json(qgis_process, env, "clearsky:buildmosaic", OUTPUT=dask,
+                      EXECUTOR="local:2", **common)
+    assert Path(answer["results"]["OUTPUT"]) == dask
+    with rasterio.open(threads) as a, rasterio.open(dask) as b:
+        assert (a.read(1) > 0).mean() > 0.5
+        assert np.array_equal(a.read(), b.read())

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, List
+from datetime import date
+from typing import TYPE_CHECKING, Dict, List
 
 import numpy as np
 import rasterio
 from scipy import ndimage
+
+if TYPE_CHECKING:
+    from clearsky.core.api import MosaicParams
 
 CLOUD_LIKE = frozenset({3, 8, 9, 10})
 INVALID = frozenset({0, 1, 3, 8, 9, 10})
@@ -77,3 +81,19 @@ def nan_percentile(stack: np.ndarray, q: float) -> np.ndarray:
     take = lambda idx: np.take_along_axis(ordered, idx[None], axis=0)[0]  # noqa: E731
     result = take(low) * (1 - frac) + take(high) * frac
     return np.where(n > 0, result, np.nan)
+
+
+def mosaic_params(world, served, path, **overrides) -> MosaicParams:
+    """A mosaic over most of the archive: 4 tiles, 2 UTM zones, every pass."""
+    from shapely import affinity
+
+    from clearsky.core.api import Aoi, MosaicParams
+
+    aoi = Aoi(affinity.scale(world.region, 0.7, 0.7), "EPSG:4326")
+    values = dict(
+        aoi=aoi, start=date(2024, 6, 1), end=date(2024, 6, 30), catalog_url=served.stac_url,
+        output=path, bands=("red", "green", "blue", "nir"), max_scene_cloud=100.0,
+        max_aoi_cloud=100.0, count_band=True, block_size=256,
+    )
+    values.update(overrides)
+    return MosaicParams(**values)
