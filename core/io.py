@@ -683,7 +683,10 @@ def verify_cog(path: Path, *, count: Optional[int] = None, width: Optional[int] 
             shapes = set(ds.block_shapes)
             if blocksize and shapes != {(blocksize, blocksize)}:
                 problems.append(f"its tiles are {sorted(shapes)}, not {blocksize} x {blocksize}")
-            tile = max(ds.block_shapes[0])
+            tiled = bool(ds.profile.get("tiled"))
+            if not tiled:
+                problems.append("it is not tiled")
+            tile = max(ds.block_shapes[0]) if tiled else 512
             if max(ds.width, ds.height) > tile and not ds.overviews(1):
                 problems.append("it has no overviews")
             if problems:
