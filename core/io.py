@@ -398,9 +398,19 @@ def _probe(href: str, timeout: float = PROBE_TIMEOUT) -> str:
             conn.request("GET", target or "/", headers={"Range": "bytes=0-15",
                                                         "User-Agent": "Clearsky QGIS plugin"})
             resp = conn.getresponse()
-            head = b""
-            while len(head) < 16 and time.monotonic() < deadline:
-                chunk = resp.read1(16 - len(head)) if hasattr(resp, "read1") else resp.read(16)
+            head, slow = b"", False
+            while len(head) < 16:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    slow = True
+                    break
+                if conn.sock is not None:
+                    conn.sock.settimeout(left)
+                try:
+                    chunk = resp.read1(16 - len(head))
+                except TimeoutError:
+                    slow = True
+                    break
                 if not chunk:
                     break
                 head += chunk
@@ -410,6 +420,9 @@ def _probe(href: str, timeout: float = PROBE_TIMEOUT) -> str:
             conn.close()
     except (OSError, http.client.HTTPException, ValueError):
         return ""
+    if slow:
+        return (f"the server is too slow (it sent {len(head)} of 16 bytes in "
+                f"{timeout:g} s)")
     if 300 <= status < 400:
         return f"redirected to {location.split(':', 1)[0] or 'an unknown'}:// location"
     if status == 200 and head:
