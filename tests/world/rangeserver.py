@@ -167,7 +167,9 @@ class State:
         with self.lock:
             while self.in_flight and time.monotonic() < deadline:
                 self.lock.wait(timeout=0.05)
-            return list(self.entries)
+            # oldest first by arrival: a held request is recorded only when it ends, after
+            # a quick one that came later (the order once flipped under load)
+            return sorted(self.entries, key=lambda e: e["time"])
 
     def enter(self) -> None:
         with self.lock:
