@@ -46,8 +46,8 @@ log = logging.getLogger(__name__)
 READ_TRIES = 2  # attempts per read, on top of GDAL's own HTTP retries on 5xx
 READ_BACKOFF = 0.5  # seconds before the second attempt; doubles each time
 _PERMANENT = ("404", "No such file", "does not exist", "not recognized as a supported",
-              "not a GeoTIFF", "ignores HTTP Range",
-              "Range downloading not supported", "redirected to", "retry budget")
+              "not a GeoTIFF", "ignores HTTP Range", "Range downloading not supported",
+              "HTTP response code: 30", "redirected to", "retry budget")
 # Remote assets are opened with this driver only: a VRT (or any format that names other
 # files or URLs) behind a .tif href is refused instead of read (issue 10).
 ALLOWED_DRIVERS = ("GTiff",)

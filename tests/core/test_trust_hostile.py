@@ -15,6 +15,7 @@ import os
 import socket
 import struct
 import threading
+from datetime import date
 from pathlib import Path
 
 import numpy as np
@@ -277,3 +278,56 @@ def test_controls_the_bait_is_real_and_the_watch_sees_reads(hostile, ftp_trap):
     finally:
         watch.close()
         store.reset()
+
+
+def test_a_mosaic_skips_hostile_scenes_with_the_reason_and_reads_nothing_local(
+        world, served, assets, tmp_path):
+    """End to end (catalog -> clouds -> mosaic): one scene's red band is a VRT over a local
+    GeoTIFF, another's SCL redirects to file://. Both are reported with the reason, no local
+    file is touched and the pixels equal those of a run where the two assets just fail."""
+    from shapely.geometry import box as shp_box
+
+    from clearsky.core.api import Aoi, MosaicParams, build_mosaic
+
+    lon, lat = world.known_aois["clear_under_cloudy"].geometry.centroid.coords[0]
+    aoi = Aoi(shp_box(lon - 0.006, lat - 0.004, lon + 0.006, lat + 0.004))
+
+    def run(path):
+        gdal.VSICurlClearCache()
+        return build_mosaic(MosaicParams(
+            aoi=aoi, start=date(2024, 6, 1), end=date(2024, 6, 30), catalog_url=served.stac_url,
+            output=path, max_aoi_cloud=100.0, block_size=128, max_workers=2, bands=("red",)))
+
+    first = run(tmp_path / "first.tif")
+    contributors = [r.scene for r in first.reports if r.pixels_contributed]
+    vrt_victim = contributors[0]
+    scl_victim = next(r.scene for r in first.reports if r.kept and r.scene != vrt_victim)
+    bait = geotiff(tmp_path / "bait.tif", VALUES)
+    watch = Inotify([bait])
+    try:
+        assets.configure(faults=[
+            {"path": f"*/{vrt_victim.id}/red.tif", "kind": "body", "count": None,
+             "body": source_vrt(str(bait))},
+            {"path": f"*/{scl_victim.id}/scl.tif", "kind": "redirect", "count": None,
+             "location": f"file://{bait}"}])
+        hostile = run(tmp_path / "hostile.tif")
+        local_reads = watch.events()
+    finally:
+        watch.close()
+    rows = {r.scene.id: r for r in hostile.reports}
+    assert local_reads == 0
+    assert not rows[vrt_victim.id].kept and rows[vrt_victim.id].pixels_contributed == 0
+    assert "not a GeoTIFF" in rows[vrt_victim.id].reason, rows[vrt_victim.id].reason
+    assert not rows[scl_victim.id].kept and "redirected to" in rows[scl_victim.id].reason
+    gone = f"{assets.url}/missing.tif"  # a 404: the same two assets simply fail
+    assets.configure(faults=[{"path": f"*/{vrt_victim.id}/red.tif", "kind": "redirect",
+                              "count": None, "location": gone},
+                             {"path": f"*/{scl_victim.id}/scl.tif", "kind": "redirect",
+                              "count": None, "location": gone}])
+    reference = run(tmp_path / "reference.tif")
+    with rasterio.open(tmp_path / "hostile.tif") as a, \
+            rasterio.open(tmp_path / "reference.tif") as b:
+        assert np.array_equal(a.read(), b.read())
+    assert {r.scene.id for r in reference.reports if r.kept} == \
+        {r.scene.id for r in hostile.reports if r.kept}
+    TRIED.extend([("mosaic red VRT", "refused"), ("mosaic scl redirect", "refused")])

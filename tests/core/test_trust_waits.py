@@ -74,6 +74,27 @@ def test_a_stalled_or_trickling_asset_fails_in_bounded_time_with_retries(store, 
     assert took < 20, took  # 2 tries x 2 s + back-off (+ a 5 s probe for the trickle)
 
 
+def test_a_stalled_s3_endpoint_fails_in_bounded_time(store):
+    """s3:// assets go through /vsis3/, which obeys the same GDAL HTTP time-outs."""
+    store.reset()
+    store.configure(faults=[{"path": "/bucket/*", "kind": "timeout", "count": None,
+                             "hold_s": 30}])
+    host = store.url.split("://", 1)[1]
+    t0 = time.monotonic()
+    try:
+        with io.gdal_env(2, AWS_S3_ENDPOINT=host, AWS_HTTPS="NO", AWS_VIRTUAL_HOSTING="FALSE",
+                         **FAST), pytest.raises(ReadError) as err:
+            io.read_to_grid("s3://bucket/scene/B04.tif", GRID, tries=1)
+        took = time.monotonic() - t0
+        assert any(r["path"] == "/bucket/scene/B04.tif" for r in store.requests())
+    finally:
+        store.reset()
+    WAITS["stalled s3 endpoint, LOW_SPEED_TIME 2 s, 1 try"] = took
+    assert str(err.value).startswith("Could not read s3://bucket/scene/B04.tif: CURL error: "
+                                     "Operation too slow")
+    assert took < 15, took
+
+
 def test_the_run_retry_budget_ends_retrying(store):
     store.configure(faults=[{"path": "/a.tif", "kind": "500", "count": None}])
     gdal.VSICurlClearCache()
