@@ -20,7 +20,7 @@ import urllib.parse
 import uuid
 from collections import OrderedDict
 from pathlib import Path
-from typing import Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 import rasterio
@@ -32,7 +32,7 @@ from rasterio.errors import RasterioError
 from rasterio.warp import reproject, transform, transform_bounds
 from rasterio.windows import Window
 
-from .errors import OutputError, ReadError
+from .errors import CancelledError, OutputError, ReadError
 from .grid import Grid
 from .redact import redact_text
 
@@ -333,7 +333,8 @@ def close_datasets() -> None:
         cache.popitem()[1].close()
 
 
-def _retrying(href: str, path: str, func, tries: int, backoff: float):
+def _retrying(href: str, path: str, func, tries: int, backoff: float,
+              cancelled: Optional[Callable[[], bool]] = None):
     """Call func(); on a read failure retry with exponential back-off, then ReadError.
 
     Each retry spends one from the run's retry budget (see retry_budget); the ReadError
@@ -342,6 +343,8 @@ def _retrying(href: str, path: str, func, tries: int, backoff: float):
     """
     tries = max(1, int(tries))
     for attempt in range(1, tries + 1):
+        if cancelled is not None and cancelled():
+            raise CancelledError()
         try:
             with ensure_env():
                 return func()
@@ -361,10 +364,22 @@ def _retrying(href: str, path: str, func, tries: int, backoff: float):
                     from exc
             log.info("Read of %s failed (%s); retry %d of %d", redact_text(href),
                      redact_text(reason), attempt, tries - 1)
-            time.sleep(backoff * 2 ** (attempt - 1))
+            _sleep(backoff * 2 ** (attempt - 1), cancelled)
         finally:
             _close_transient()
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _sleep(seconds: float, cancelled: Optional[Callable[[], bool]]) -> None:
+    """Sleep, waking every 0.1 s to raise CancelledError once `cancelled()` is true."""
+    end = time.monotonic() + seconds
+    while True:
+        if cancelled is not None and cancelled():
+            raise CancelledError()
+        left = end - time.monotonic()
+        if left <= 0:
+            return
+        time.sleep(min(0.1, left))
 
 
 PROBE_TIMEOUT = 5.0  # seconds for the one diagnostic request made after a failed read
@@ -516,6 +531,7 @@ def read_to_grid(
     allow_local: bool = False,
     tries: int = READ_TRIES,
     backoff: float = READ_BACKOFF,
+    cancelled: Optional[Callable[[], bool]] = None,
 ) -> Optional[np.ndarray]:
     """One band of `href` warped onto `grid`, in the source dtype with 0 = nodata.
 
@@ -523,6 +539,9 @@ def read_to_grid(
     overview that is still at least as fine as the grid. Returns None when the source has
     nothing for the grid: no overlap, or only nodata there.
     SCL and other class rasters: pass use_overviews=False and Resampling.nearest.
+    `cancelled` (e.g. progress.is_cancelled): checked before each try and during the
+    back-off; raises CancelledError. A GDAL request in progress cannot be interrupted:
+    it ends by its own time-outs (see HTTP_LOW_SPEED_TIME, HTTP_TIMEOUT).
     """
     path = gdal_path(href, allow_local=allow_local)
     dst_crs = _crs(grid.crs)
@@ -557,7 +576,7 @@ def read_to_grid(
         )
         return dst if dst.any() else None
 
-    return _retrying(href, path, read, tries, backoff)
+    return _retrying(href, path, read, tries, backoff, cancelled)
 
 
 def read_native_window(
@@ -570,12 +589,13 @@ def read_native_window(
     margin: int = 0,
     tries: int = READ_TRIES,
     backoff: float = READ_BACKOFF,
+    cancelled: Optional[Callable[[], bool]] = None,
 ) -> Optional[Tuple[np.ndarray, Affine, str]]:
     """The source's own pixels covering `bounds` (plus `margin` pixels), not resampled.
 
     Returns (array, window transform, source CRS). The window is aligned to the source
     grid and covers all of `bounds`: parts outside the raster are 0 (nodata). None when
-    the raster does not overlap the bounds at all.
+    the raster does not overlap the bounds at all. `cancelled`: as for read_to_grid.
     """
     path = gdal_path(href, allow_local=allow_local)
 
@@ -591,7 +611,7 @@ def read_native_window(
         out[r:r + int(inner.height), c:c + int(inner.width)] = ds.read(band, window=inner)
         return out, ds.window_transform(full), ds.crs.to_string()
 
-    return _retrying(href, path, read, tries, backoff)
+    return _retrying(href, path, read, tries, backoff, cancelled)
 
 
 # --- output ---------------------------------------------------------------------------

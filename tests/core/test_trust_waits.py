@@ -16,7 +16,7 @@ from osgeo import gdal
 from shapely.geometry import box
 
 from clearsky.core import io
-from clearsky.core.errors import ReadError
+from clearsky.core.errors import CancelledError, ReadError
 from clearsky.core.grid import Grid
 from clearsky.core.redact import redact_text, redact_url
 from clearsky.core.report import write_scene_report
@@ -93,6 +93,25 @@ def test_a_stalled_s3_endpoint_fails_in_bounded_time(store):
     assert str(err.value).startswith("Could not read s3://bucket/scene/B04.tif: CURL error: "
                                      "Operation too slow")
     assert took < 15, took
+
+
+def test_cancel_during_a_stalled_read_takes_effect_when_the_request_ends(store):
+    """GDAL cannot interrupt a request: cancel waits for the stalled one (LOW_SPEED_TIME),
+    then no further try or back-off is made."""
+    store.reset()
+    store.configure(faults=[{"path": "/a.tif", "kind": "timeout", "count": None, "hold_s": 30}])
+    gdal.VSICurlClearCache()
+    t0 = time.monotonic()
+    cancel_at = t0 + 0.3
+    try:
+        with io.gdal_env(2, **FAST), pytest.raises(CancelledError):
+            io.read_to_grid(f"{store.url}/a.tif", GRID, tries=5, backoff=3,
+                            cancelled=lambda: time.monotonic() > cancel_at)
+    finally:
+        store.reset()
+    latency = time.monotonic() - cancel_at
+    WAITS["cancel during a stalled asset read (LOW_SPEED_TIME 2 s)"] = latency
+    assert latency < 6, latency  # one 2 s request, not 5 tries with 3-48 s back-offs
 
 
 def test_the_run_retry_budget_ends_retrying(store):
