@@ -8,8 +8,12 @@ different property names in each. Everything downstream sees only `Scene`.
 from __future__ import annotations
 
 import contextlib
+import functools
+import math
 import posixpath
 import re
+import threading
+import time
 from datetime import datetime, timezone
 from functools import partial
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
@@ -24,6 +28,7 @@ from .aoi import USER_AGENT
 from .errors import CancelledError, CatalogError
 from .geometry_ops import transform_xy
 from .progress import Progress
+from .redact import redact_text
 from .scene import BAND_RESOLUTION, SCL, VISUAL, Radiometry, Scene
 
 # Sentinel-2 band numbers -> common names used by the engine (L2A has no B10).
@@ -43,7 +48,13 @@ OFFSET_REMOVED_COLLECTIONS = frozenset({"sentinel-s2-l2a-cogs"})
 
 PAGE_SIZE = 100
 MAX_ITEMS = 5000
-TIMEOUT = 30.0
+TIMEOUT = 30.0  # seconds without a byte from the server (read time-out)
+CONNECT_TIMEOUT = 10.0  # seconds to connect
+DEADLINE = 60.0  # seconds for one whole request (a trickling server cannot hold it longer)
+MAX_ANSWER_BYTES = 64 * 1024 * 1024  # one page of JSON never needs more
+CANCEL_POLL_S = 0.1  # how often a waiting request checks progress.is_cancelled()
+MALFORMED = (TypeError, ValueError, AttributeError, KeyError, IndexError, OverflowError,
+             RecursionError)
 REMOTE_SCHEMES = ("http://", "https://", "s3://")
 
 _SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
@@ -71,8 +82,33 @@ def scene_from_item(
     `base_href` resolves relative asset hrefs (default: the item's canonical/self link).
     """
     d = _as_dict(item)
-    item_id = d.get("id") or "<item without id>"
+    item_id = _item_id(d)
+    try:
+        return _scene(d, item_id, collection, item_assets, base_href)
+    except CatalogError:
+        raise
+    except MALFORMED as exc:
+        why = " ".join(str(exc).split())[:160]
+        raise CatalogError(f"{item_id} is a malformed STAC item ({type(exc).__name__}: "
+                           f"{why}).") from exc
+
+
+def _item_id(d: dict) -> str:
+    value = d.get("id")
+    if isinstance(value, str) and value.strip():
+        return redact_text(value.strip()[:200])
+    return "<item without id>" if value in (None, "") else f"<item with id {str(value)[:80]!r}>"
+
+
+def _scene(d: dict, item_id: str, collection, item_assets, base_href) -> Scene:
     props = d.get("properties") or {}
+    if not isinstance(props, Mapping):
+        raise CatalogError(f"{item_id} is a malformed STAC item (its properties are not an "
+                           "object).")
+    if not isinstance(d.get("assets"), Mapping):
+        raise CatalogError(f"{item_id} is a malformed STAC item (its assets are not an object).")
+    if not isinstance(item_assets, Mapping):
+        item_assets = {}
     _check_sentinel2_l2a(d, item_id)
     assets = _resolved_assets(d, base_href)
     names = asset_names(assets, item_assets)
@@ -83,6 +119,8 @@ def scene_from_item(
     crs = _crs(d, [assets[k] for k in names.values()])
     if crs is None:
         raise CatalogError(f"{item_id} has no CRS (neither proj:epsg nor proj:code).")
+    if not _known_crs(crs):
+        raise CatalogError(f"{item_id} has an unknown CRS ({crs[:60]}).")
     return Scene(
         id=item_id,
         collection=collection or d.get("collection") or "",
@@ -104,6 +142,8 @@ def scene_from_item(
 def _as_dict(item) -> dict:
     if isinstance(item, Mapping):
         return dict(item)
+    if item is None or isinstance(item, (str, bytes, int, float, list, tuple)):
+        raise CatalogError(f"Not a STAC item: {type(item).__name__} {str(item)[:40]!r}.")
     if hasattr(item, "to_dict"):  # pystac.Item: make asset hrefs absolute where it can
         d = item.to_dict(transform_hrefs=False)
         for key, asset in getattr(item, "assets", {}).items():
@@ -136,8 +176,10 @@ def _resolved_assets(d: dict, base_href: Optional[str]) -> Dict[str, dict]:
 
 
 def _link(d: dict, rel: str) -> Optional[str]:
-    for link in d.get("links") or []:
-        href = link.get("href") or ""
+    links = d.get("links")
+    for link in links if isinstance(links, list) else []:
+        href = link.get("href") if isinstance(link, Mapping) else ""
+        href = href if isinstance(href, str) else ""
         if link.get("rel") == rel and (_SCHEME.match(href) or href.startswith("/")):
             return href
     return None
@@ -224,12 +266,35 @@ def _crs(d: dict, assets: Iterable[Mapping]) -> Optional[str]:
     for src in [d.get("properties") or {}, *assets]:
         epsg = src.get("proj:epsg")
         if epsg:
-            return f"EPSG:{int(epsg)}"
+            if isinstance(epsg, float) and epsg.is_integer():
+                epsg = int(epsg)
+            if isinstance(epsg, str) and epsg.strip().isdigit():
+                epsg = int(epsg.strip())
+            if isinstance(epsg, bool) or not isinstance(epsg, int):
+                raise CatalogError(f"{_item_id(d)} has an unreadable CRS (proj:epsg "
+                                   f"{str(epsg)[:40]!r}).")
+            return f"EPSG:{epsg}"
         code = src.get("proj:code")
         if code:
+            if not isinstance(code, str):
+                raise CatalogError(f"{_item_id(d)} has an unreadable CRS (proj:code "
+                                   f"{str(code)[:40]!r}).")
             return str(code)
     wkt = (d.get("properties") or {}).get("proj:wkt2")
     return str(wkt) if wkt else None
+
+
+@functools.lru_cache(maxsize=256)
+def _known_crs(text: str) -> bool:
+    """True when PROJ knows the CRS (a catalog can name any number as its EPSG code)."""
+    from pyproj import CRS
+    from pyproj.exceptions import CRSError
+
+    try:
+        CRS.from_user_input(text)
+    except (CRSError, TypeError, ValueError):
+        return False
+    return True
 
 
 def _datetime(props: Mapping, item_id: str) -> datetime:
@@ -237,8 +302,11 @@ def _datetime(props: Mapping, item_id: str) -> datetime:
 
     value = props.get("datetime") or props.get("start_datetime")
     try:
-        dt = isoparse(str(value))
-    except (TypeError, ValueError) as exc:
+        if not isinstance(value, str):
+            raise TypeError(type(value).__name__)
+        dt = isoparse(value)
+        dt.replace(tzinfo=timezone.utc).timestamp()  # within what datetime can handle
+    except (TypeError, ValueError, OverflowError) as exc:
         raise CatalogError(f"{item_id} has no readable datetime ({value!r}).") from exc
     return dt.replace(tzinfo=timezone.utc) if dt.tzinfo is None else dt.astimezone(timezone.utc)
 
@@ -263,7 +331,7 @@ def _tile(d: dict) -> Optional[str]:
     for prefix in ("mgrs:", "sentinel:"):
         zone, band, square = (p.get(prefix + k) for k in ("utm_zone", "latitude_band",
                                                             "grid_square"))
-        if zone and band and square:
+        if zone and band and square and str(zone).isdigit():
             return f"{int(zone):02d}{band}{square}"
     for value in (p.get("s2:mgrs_tile"), str(p.get("grid:code") or "").replace("MGRS-", "")):
         m = _TILE.search(str(value or ""))
@@ -280,7 +348,8 @@ def _relative_orbit(d: dict) -> Optional[int]:
     p = d.get("properties") or {}
     for key in ("sat:relative_orbit", "s2:relative_orbit", "sentinel2:relative_orbit_number"):
         if p.get(key) is not None:
-            return int(p[key])
+            with contextlib.suppress(TypeError, ValueError, OverflowError):
+                return int(p[key])
     for text in _texts(d):
         m = _ORBIT.search(text + "_")
         if m:
@@ -315,9 +384,13 @@ def _footprint(d: dict, item_id: str):
         if d.get("geometry"):
             geom = shape(d["geometry"])
         elif d.get("bbox"):
-            geom = box(*d["bbox"][:4])
+            geom = box(*(float(v) for v in d["bbox"][:4]))
         else:
             raise CatalogError(f"{item_id} has neither geometry nor bbox.")
+        if geom.is_empty or not all(math.isfinite(v) for v in geom.bounds):
+            raise CatalogError(f"{item_id} has an empty or unreadable geometry.")
+        if geom.geom_type not in ("Polygon", "MultiPolygon"):
+            raise CatalogError(f"{item_id} has a {geom.geom_type} footprint, not a polygon.")
     except CatalogError:
         raise
     except Exception as exc:
@@ -343,10 +416,14 @@ def _split_antimeridian(geom):
 
 
 def _float(value) -> Optional[float]:
-    try:
-        return None if value is None else float(value)
-    except (TypeError, ValueError):
+    """A finite number, else None (a cloud cover "abc", NaN or true is unknown, not 0)."""
+    if value is None or isinstance(value, bool):
         return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError, OverflowError):
+        return None
+    return number if math.isfinite(number) else None
 
 
 # --------------------------------------------------------------------------- radiometry
@@ -473,7 +550,7 @@ def _newness(s: Scene) -> tuple:
 
     try:
         updated = isoparse(str(s.properties.get("updated"))).timestamp()
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         updated = float("-inf")
     return (_version(s.processing_baseline), s.sequence, updated)
 
@@ -487,16 +564,35 @@ def search(
     *,
     page_size: int = PAGE_SIZE,
     max_items: int = MAX_ITEMS,
+    timeout: Tuple[float, float] = (CONNECT_TIMEOUT, TIMEOUT),
+    deadline: float = DEADLINE,
 ) -> Tuple[List[Scene], List[Tuple[Scene, str]], List[str]]:
     """(candidates, rejected with a reason, notes) for the AOI, dates and collection.
 
     Scene cloud is filtered on the server when it can (Query or CQL2 Filter) and always
     again here: some servers ignore the filter. Reprocessed duplicates are dropped.
+    An item that cannot become a Scene (malformed JSON values, no CRS, ...) is skipped
+    with a note naming it and why; the other items are used.
+
+    Every request has `timeout` (connect, read) seconds and at most `deadline` seconds in
+    all; `progress.is_cancelled()` is checked every CANCEL_POLL_S while a request waits,
+    so a cancel takes effect within a fraction of a second even when the server stalls.
+    The HTTP session (and its sockets) is closed before this returns. Messages and notes
+    carry no credentials or query strings (see redact).
     """
     from .deps import pystac_client
 
     url = params.catalog_url.rstrip("/")
-    client = _open(pystac_client, url)
+    stac_io = _stac_io(pystac_client, progress, timeout, deadline)
+    try:
+        return _search(pystac_client, stac_io, url, params, progress, page_size, max_items)
+    finally:
+        stac_io.close()
+
+
+def _search(pystac_client, stac_io, url, params, progress, page_size, max_items):
+    client = _open(pystac_client, url, stac_io)
+    shown = redact_text(url)
     item_assets = _collection_item_assets(client, url, params.collection)
     kwargs: Dict[str, Any] = {
         "collections": [params.collection],
@@ -506,7 +602,7 @@ def search(
         "max_items": max_items + 1,
     }
     kwargs.update(_cloud_filter(client, pystac_client, params.max_scene_cloud))
-    progress.info(f"Searching {params.collection} at {url}")
+    progress.info(f"Searching {params.collection} at {shown}")
     items, notes = _fetch(client, kwargs, url, progress, max_items)
 
     scenes: List[Scene] = []
@@ -514,7 +610,12 @@ def search(
         try:
             scenes.append(scene_from_item(d, params.collection, item_assets=item_assets))
         except CatalogError as exc:
-            notes.append(f"Skipped item {d.get('id', '?')}: {exc}")
+            name = _item_id(d) if isinstance(d, Mapping) else "?"
+            notes.append(redact_text(f"Skipped item {name}: {exc}"))
+        except Exception as exc:  # never let one item end the search
+            name = _item_id(d) if isinstance(d, Mapping) else "?"
+            notes.append(redact_text(f"Skipped item {name}: {name} could not be read "
+                                     f"({type(exc).__name__}: {str(exc)[:160]})."))
     scenes, rejected = dedupe(scenes)
     candidates: List[Scene] = []
     for s in scenes:
@@ -530,16 +631,156 @@ def search(
     return candidates, rejected, notes
 
 
-def _open(pystac_client, url: str):
+_IO_CLASSES: Dict[int, type] = {}
+
+
+def _stac_io(pystac_client, progress: Optional[Progress], timeout=(CONNECT_TIMEOUT, TIMEOUT),
+             deadline: float = DEADLINE):
+    """A StacApiIO whose every request is bounded: `timeout` (connect, read) seconds,
+    `deadline` seconds in all, at most MAX_ANSWER_BYTES, and cancellable through `progress`.
+
+    Retries: connection failures twice, 429/502/503/504 three times with back-off, all
+    within the deadline; a read time-out is not retried (a stalled server rarely recovers).
+    Call `.close()` when done: it closes the HTTP session and its sockets.
+    """
     from urllib3 import Retry
 
-    retry = Retry(total=3, backoff_factor=0.5, status_forcelist=(429, 502, 503, 504),
-                  allowed_methods=None, raise_on_status=False)
-    io = pystac_client.stac_api_io.StacApiIO(
-        headers={"User-Agent": USER_AGENT}, timeout=TIMEOUT, max_retries=retry
-    )
+    cls = _IO_CLASSES.get(id(pystac_client))
+    if cls is None:
+        cls = _IO_CLASSES[id(pystac_client)] = _bounded_io_class(pystac_client)
+    retry = Retry(total=3, connect=2, read=0, backoff_factor=0.5,
+                  status_forcelist=(429, 502, 503, 504), allowed_methods=None,
+                  raise_on_status=False)
+    return cls(progress, tuple(timeout), float(deadline), headers={"User-Agent": USER_AGENT},
+               timeout=tuple(timeout), max_retries=retry)
+
+
+def _bounded_io_class(pystac_client):
+    """StacApiIO subclass of this pystac_client (the vendored or the venv's copy)."""
+    base = pystac_client.stac_api_io.StacApiIO
+    api_error = pystac_client.exceptions.APIError
+
+    class BoundedStacApiIO(base):
+        def __init__(self, progress, timeouts, deadline, **kwargs):
+            self.progress, self.timeouts, self.deadline = progress, timeouts, deadline
+            self._lock = threading.Lock()
+            self._responses: list = []  # responses being read (shut down on abandon)
+            self.closed = False
+            super().__init__(**kwargs)
+
+        def update(self, *args, timeout=None, **kwargs):
+            # Client.open calls update(timeout=None): keep ours instead of "no time-out"
+            super().update(*args, timeout=timeout or self.timeouts, **kwargs)
+
+        def request(self, href, method=None, headers=None, parameters=None):
+            if self.closed:
+                raise api_error("the catalog session is closed")
+            done, box_ = threading.Event(), {}
+            end = time.monotonic() + self.deadline
+
+            def work():
+                try:
+                    box_["text"] = self._request(href, method, headers, parameters, end)
+                except BaseException as exc:  # handed to the waiting thread
+                    box_["error"] = exc
+                finally:
+                    done.set()
+
+            threading.Thread(target=work, name="clearsky-stac-request", daemon=True).start()
+            while not done.wait(CANCEL_POLL_S):
+                if self.progress is not None and self.progress.is_cancelled():
+                    self._abandon()
+                    raise CancelledError()
+                if time.monotonic() > end + CANCEL_POLL_S:
+                    self._abandon()
+                    raise api_error(f"timed out: no complete answer within {self.deadline:g} s "
+                                    f"from {redact_text(href)}")
+            if "error" in box_:
+                raise box_["error"]
+            return box_["text"]
+
+        def _request(self, href, method, headers, parameters, end):
+            import requests
+
+            method = (method or "GET").upper()
+            if method in ("POST", "PUT", "PATCH"):
+                req = requests.Request(method=method, url=href, headers=headers, json=parameters)
+            else:
+                req = requests.Request(method=method, url=href, headers=headers,
+                                       params=dict(parameters or {}))
+            try:
+                modified = self._req_modifier(req) if self._req_modifier else None
+                prepped = self.session.prepare_request(modified or req)
+                send_kwargs = self.session.merge_environment_settings(
+                    prepped.url, proxies={}, stream=True, verify=True, cert=None)
+                send_kwargs["stream"] = True
+                resp = self.session.send(prepped, timeout=self.timeouts, **send_kwargs)
+            except Exception as err:
+                text = redact_text(" ".join(str(err).split()))
+                if "timed out" in text.lower() or "timeout" in type(err).__name__.lower():
+                    text = f"timed out ({text})"
+                raise api_error(text) from None
+            with self._lock:
+                self._responses.append(resp)
+            try:
+                chunks, size = [], 0
+                for chunk in resp.iter_content(64 * 1024):
+                    size += len(chunk)
+                    if size > MAX_ANSWER_BYTES:
+                        raise api_error(f"the answer is larger than {MAX_ANSWER_BYTES} bytes")
+                    if time.monotonic() > end:
+                        raise api_error(f"timed out: no complete answer within "
+                                        f"{self.deadline:g} s")
+                    chunks.append(chunk)
+                resp._content = b"".join(chunks)
+            except api_error:
+                raise
+            except Exception as err:
+                raise api_error(redact_text(" ".join(str(err).split()))) from None
+            finally:
+                with self._lock, contextlib.suppress(ValueError):
+                    self._responses.remove(resp)
+                resp.close()
+            if not 200 <= resp.status_code < 300:
+                raise api_error.from_response(resp)
+            try:
+                return resp.content.decode("utf-8")
+            except Exception as err:
+                raise api_error(str(err)) from None
+
+        def _abandon(self) -> None:
+            """Stop waiting: shut the sockets of answers being read, close the session."""
+            with self._lock:
+                responses = list(self._responses)
+            for resp in responses:
+                _shutdown(resp)
+            with contextlib.suppress(Exception):
+                self.session.close()
+
+        def close(self) -> None:
+            self.closed = True
+            self._abandon()
+
+    return BoundedStacApiIO
+
+
+def _shutdown(resp) -> None:
+    """Shut down the socket under a streamed requests response (unblocks its reader)."""
+    import socket
+
+    with contextlib.suppress(Exception):
+        fp = resp.raw._fp.fp  # http.client response -> socket file
+        sock = getattr(getattr(fp, "raw", None), "_sock", None)
+        if sock is not None:
+            sock.shutdown(socket.SHUT_RDWR)
+
+
+def _open(pystac_client, url: str, stac_io=None):
+    io = stac_io if stac_io is not None else _stac_io(pystac_client, None)
     try:
-        client = pystac_client.Client.open(url, stac_io=io)
+        client = pystac_client.Client.open(url, stac_io=io, timeout=io.timeouts)
+    except CancelledError:
+        raise
     except Exception as exc:
         raise _open_error(url, exc) from exc
     conformance = pystac_client.conformance.ConformanceClasses
@@ -554,6 +795,7 @@ def _open(pystac_client, url: str):
 def _open_error(url: str, exc: Exception) -> CatalogError:
     status = getattr(exc, "status_code", None)
     text = str(exc)
+    url = redact_text(url)
     if status:
         return CatalogError(
             f"{url} is not a STAC API: it answered HTTP {status}. Check the catalog URL "
@@ -572,7 +814,7 @@ def _open_error(url: str, exc: Exception) -> CatalogError:
     elif "expected type" in text or "STAC" in text:
         why = "its answer is JSON but not a STAC catalog"
     else:
-        why = f"{type(exc).__name__}: {text[:120]}"
+        why = f"{type(exc).__name__}: {redact_text(text)[:120]}"
     return CatalogError(
         f"{url} does not look like a STAC API ({why}). Check the catalog URL "
         "(for example https://earth-search.aws.element84.com/v1)."
@@ -580,22 +822,29 @@ def _open_error(url: str, exc: Exception) -> CatalogError:
 
 
 def _collection_item_assets(client, url: str, collection: str) -> Mapping[str, dict]:
+    shown = redact_text(url)
     try:
         found = client.get_collection(collection)
+    except CancelledError:
+        raise
     except Exception as exc:
-        if getattr(exc, "status_code", None) not in (404, None):
-            raise CatalogError(f"The STAC API at {url} failed: {_short(exc)}") from exc
+        status = getattr(exc, "status_code", None)
+        if status not in (404, None) or "timed out" in str(exc):
+            raise CatalogError(f"The STAC API at {shown} failed: {_short(exc)}") from exc
         found = None
     if found is None:
         try:
             offered = sorted(c.id for c in client.get_collections())
+        except CancelledError:
+            raise
         except Exception:
             offered = []
         listing = ", ".join(offered) if offered else "none could be listed"
         raise CatalogError(
-            f"The STAC API at {url} has no collection {collection!r}. It offers: {listing}."
+            f"The STAC API at {shown} has no collection {collection!r}. It offers: {listing}."
         )
-    return found.extra_fields.get("item_assets") or {}
+    item_assets = found.extra_fields.get("item_assets") or {}
+    return item_assets if isinstance(item_assets, Mapping) else {}
 
 
 def _cloud_filter(client, pystac_client, max_cloud: float) -> Dict[str, Any]:
@@ -620,7 +869,11 @@ def _fetch(client, kwargs, url: str, progress: Progress, max_items: int):
         for page in search.pages_as_dicts():
             if progress.is_cancelled():
                 raise CancelledError()
-            items.extend(page.get("features") or [])
+            features = page.get("features") if isinstance(page, Mapping) else None
+            if not isinstance(features, list):
+                notes.append("Skipped a page of results that holds no list of items.")
+                break
+            items.extend(features)
             matched = page.get("numberMatched") or (page.get("context") or {}).get("matched")
             if matched:
                 progress.set_progress(min(95.0, 95.0 * len(items) / max(int(matched), 1)))
@@ -631,7 +884,7 @@ def _fetch(client, kwargs, url: str, progress: Progress, max_items: int):
     except CancelledError:
         raise
     except Exception as exc:
-        raise CatalogError(f"The search at {url} failed: {_short(exc)}") from exc
+        raise CatalogError(f"The search at {redact_text(url)} failed: {_short(exc)}") from exc
     if len(items) > max_items:
         items = items[:max_items]
         notes.append(
@@ -643,7 +896,7 @@ def _fetch(client, kwargs, url: str, progress: Progress, max_items: int):
 
 def _short(exc: Exception) -> str:
     status = getattr(exc, "status_code", None)
-    text = " ".join(str(exc).split())[:200]
+    text = redact_text(" ".join(str(exc).split()))[:200]
     return f"HTTP {status}: {text}" if status else f"{type(exc).__name__}: {text}"
 
 

@@ -13,12 +13,14 @@ import contextlib
 import logging
 import math
 import os
+import shutil
 import threading
 import time
+import urllib.parse
 import uuid
 from collections import OrderedDict
 from pathlib import Path
-from typing import Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 import rasterio
@@ -30,8 +32,9 @@ from rasterio.errors import RasterioError
 from rasterio.warp import reproject, transform, transform_bounds
 from rasterio.windows import Window
 
-from .errors import OutputError, ReadError
+from .errors import CancelledError, OutputError, ReadError
 from .grid import Grid
+from .redact import redact_text
 
 try:  # rasterio's low-level GDAL errors (CPLE_HttpResponseError, ...)
     from rasterio._err import CPLE_BaseError
@@ -42,7 +45,25 @@ log = logging.getLogger(__name__)
 
 READ_TRIES = 2  # attempts per read, on top of GDAL's own HTTP retries on 5xx
 READ_BACKOFF = 0.5  # seconds before the second attempt; doubles each time
-_PERMANENT = ("404", "No such file", "does not exist", "not recognized as a supported")
+_PERMANENT = ("404", "No such file", "does not exist", "not recognized as a supported",
+              "not a GeoTIFF", "ignores HTTP Range", "Range downloading not supported",
+              "HTTP response code: 30", "redirected to", "retry budget")
+# Remote assets are opened with this driver only: a VRT (or any format that names other
+# files or URLs) behind a .tif href is refused instead of read (issue 10).
+ALLOWED_DRIVERS = ("GTiff",)
+# Time-outs of every GDAL HTTP request (seconds): connecting, the whole request, and a
+# low-speed floor that ends a stalled or trickling transfer (LOW_SPEED_LIMIT bytes/s for
+# LOW_SPEED_TIME s) long before the whole-request time-out.
+HTTP_CONNECT_TIMEOUT = 10
+HTTP_TIMEOUT = 30
+HTTP_LOW_SPEED_TIME = 10
+HTTP_LOW_SPEED_LIMIT = 1024
+# Retries of failed reads a run may spend in all (see retry_budget); gdal_env starts one.
+RUN_RETRY_BUDGET = 64
+# libcurl follows redirects to http, https, ftp and ftps (GDAL 3.6 has no option to narrow
+# that); while a gdal_env is active, an unusable ftp proxy makes every ftp(s) transfer
+# fail before it connects, so a redirect can never leave http(s).
+_NO_FTP = {"ftp_proxy": "clearsky-refuses-ftp://0", "ftps_proxy": "clearsky-refuses-ftp://0"}
 _CACHE_SIZE = 256  # open datasets kept per thread (a handle costs a few kB)
 
 
@@ -56,8 +77,14 @@ def gdal_options(max_workers: int = 8, **overrides) -> Dict[str, object]:
         "CPL_VSIL_CURL_ALLOWED_EXTENSIONS": ".tif,.tiff",
         "GDAL_HTTP_MAX_RETRY": "3",  # GDAL retries 429/5xx itself, doubling the delay
         "GDAL_HTTP_RETRY_DELAY": "0.5",
-        "GDAL_HTTP_TIMEOUT": "60",
-        "GDAL_HTTP_CONNECTTIMEOUT": "15",
+        "GDAL_HTTP_TIMEOUT": str(HTTP_TIMEOUT),
+        "GDAL_HTTP_CONNECTTIMEOUT": str(HTTP_CONNECT_TIMEOUT),
+        "GDAL_HTTP_LOW_SPEED_TIME": str(HTTP_LOW_SPEED_TIME),
+        "GDAL_HTTP_LOW_SPEED_LIMIT": str(HTTP_LOW_SPEED_LIMIT),
+        # No format that can chain to other files: VRT raw bands off (the driver allow-list
+        # refuses VRT anyway), no .aux.xml side-car read or written next to a remote file.
+        "GDAL_VRT_ENABLE_RAWRASTERBAND": "NO",
+        "GDAL_PAM_ENABLED": "NO",
         "GDAL_HTTP_MERGE_CONSECUTIVE_RANGES": "YES",
         "GDAL_INGESTED_BYTES_AT_OPEN": "16384",  # the COG header in one request
         # No per-handle VSI_CACHE: /vsicurl/ keeps one process-wide cache of fetched ranges,
@@ -85,18 +112,86 @@ _ACTIVE_LOCK = threading.Lock()
 
 
 class _ClearskyEnv(rasterio.Env):
-    """rasterio.Env that also publishes its options for worker threads (see ensure_env)."""
+    """rasterio.Env that also publishes its options for worker threads (see ensure_env).
+
+    The outermost one is a run: it starts a retry budget (RUN_RETRY_BUDGET, unless one is
+    already active) and refuses ftp(s) redirects for its lifetime (see _NO_FTP).
+    """
 
     def __enter__(self):
         result = super().__enter__()
         with _ACTIVE_LOCK:
+            outermost = not _ACTIVE
             _ACTIVE.append(self._published)
+        self._run = None
+        if outermost:
+            self._saved_env = {k: os.environ.get(k) for k in _NO_FTP}
+            os.environ.update(_NO_FTP)
+            if _BUDGET.remaining is None:
+                self._run = retry_budget(RUN_RETRY_BUDGET)
+                self._run.__enter__()
         return result
 
     def __exit__(self, *exc):
-        with _ACTIVE_LOCK, contextlib.suppress(ValueError):
-            _ACTIVE.remove(self._published)
+        with _ACTIVE_LOCK:
+            with contextlib.suppress(ValueError):
+                _ACTIVE.remove(self._published)
+            last = not _ACTIVE
+        if getattr(self, "_run", None) is not None:
+            self._run.__exit__(None, None, None)
+            self._run = None
+        if last and hasattr(self, "_saved_env"):
+            for key, value in self._saved_env.items():
+                if value is None:
+                    os.environ.pop(key, None)
+                else:
+                    os.environ[key] = value
         return super().__exit__(*exc)
+
+
+class _Budget:
+    """The run-wide count of read retries left (None: no budget active, unlimited)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.remaining: Optional[int] = None
+        self.total = 0
+        self.spent = 0
+
+    def take(self) -> bool:
+        """Spend one retry; False when the budget is exhausted."""
+        with self.lock:
+            if self.remaining is None:
+                self.spent += 1
+                return True
+            if self.remaining <= 0:
+                return False
+            self.remaining -= 1
+            self.spent += 1
+            return True
+
+
+_BUDGET = _Budget()
+
+
+@contextlib.contextmanager
+def retry_budget(retries: int = RUN_RETRY_BUDGET) -> Iterator[_Budget]:
+    """Give the reads inside the block (all threads) `retries` retries in all.
+
+    Each retry `_retrying` makes takes one; once none is left a failing read raises
+    ReadError at once ("retry budget ... exhausted") instead of retrying, so a run against
+    a failing store ends in bounded time. The outermost gdal_env enters one by itself;
+    call this per run to choose the size. Nested calls replace the budget for their block
+    and restore the outer one afterwards. Yields the budget (`.spent`, `.remaining`).
+    """
+    with _BUDGET.lock:
+        saved = (_BUDGET.remaining, _BUDGET.total, _BUDGET.spent)
+        _BUDGET.remaining, _BUDGET.total, _BUDGET.spent = max(0, int(retries)), int(retries), 0
+    try:
+        yield _BUDGET
+    finally:
+        with _BUDGET.lock:
+            _BUDGET.remaining, _BUDGET.total, _BUDGET.spent = saved
 
 
 def gdal_env(max_workers: int = 8, **overrides) -> rasterio.Env:
@@ -150,13 +245,13 @@ def gdal_path(href: str, *, allow_local: bool = False) -> str:
         return "/vsicurl/" + href
     if href.startswith("s3://"):
         return "/vsis3/" + href[len("s3://"):]
-    if href.startswith(("/vsicurl/", "/vsis3/")):
-        return href
+    if href.startswith(("/vsicurl/http://", "/vsicurl/https://", "/vsis3/")):
+        return href  # (not /vsicurl/file://..., /vsicurl?url=... or a chain of /vsi...)
     if allow_local:
         return href[len("file://"):] if href.startswith("file://") else href
     raise ReadError(
-        f"Refusing to read {href!r}: only http(s):// and s3:// assets can be read from a "
-        "remote catalog."
+        f"Refusing to read {redact_text(href)!r}: only http(s):// and s3:// assets can be "
+        "read from a remote catalog."
     )
 
 
@@ -187,7 +282,9 @@ def _open(path: str, overview_level: Optional[int] = None):
     long-lived thread (QGIS's main thread, a task pool thread) would be closed only at
     interpreter exit, after QGIS has shut GDAL down, and crash the process.
     """
-    kwargs = {} if overview_level is None else {"overview_level": overview_level}
+    kwargs = {"driver": ALLOWED_DRIVERS[0]}  # rasterio: the only driver GDAL may try
+    if overview_level is not None:
+        kwargs["overview_level"] = overview_level
     if not getattr(_local, "caching", False):
         ds = rasterio.open(path, **kwargs)
         _transient().append(ds)
@@ -236,10 +333,18 @@ def close_datasets() -> None:
         cache.popitem()[1].close()
 
 
-def _retrying(href: str, path: str, func, tries: int, backoff: float):
-    """Call func(); on a read failure retry with exponential back-off, then ReadError."""
+def _retrying(href: str, path: str, func, tries: int, backoff: float,
+              cancelled: Optional[Callable[[], bool]] = None):
+    """Call func(); on a read failure retry with exponential back-off, then ReadError.
+
+    Each retry spends one from the run's retry budget (see retry_budget); the ReadError
+    names the href without credentials or query string, and says in plain words why
+    (not a GeoTIFF, the server ignores Range, a stall, a redirect off http(s), ...).
+    """
     tries = max(1, int(tries))
     for attempt in range(1, tries + 1):
+        if cancelled is not None and cancelled():
+            raise CancelledError()
         try:
             with ensure_env():
                 return func()
@@ -247,14 +352,101 @@ def _retrying(href: str, path: str, func, tries: int, backoff: float):
             _close_transient()
             reason = " ".join(str(exc).split()) or type(exc).__name__
             _forget(path)
-            if attempt == tries or any(p in reason for p in _PERMANENT):
+            permanent = any(p in reason for p in _PERMANENT)
+            exhausted = not permanent and attempt < tries and not _BUDGET.take()
+            if attempt == tries or permanent or exhausted:
+                reason = _explain(href, reason)
                 n = f"{attempt} tr{'y' if attempt == 1 else 'ies'}"
-                raise ReadError(f"Could not read {href}: {reason} after {n}") from exc
-            log.info("Read of %s failed (%s); retry %d of %d", href, reason, attempt, tries - 1)
-            time.sleep(backoff * 2 ** (attempt - 1))
+                if exhausted:
+                    n += (f"; no retry left: the run's retry budget of {_BUDGET.total} is "
+                          "exhausted")
+                raise ReadError(redact_text(f"Could not read {href}: {reason} after {n}")) \
+                    from exc
+            log.info("Read of %s failed (%s); retry %d of %d", redact_text(href),
+                     redact_text(reason), attempt, tries - 1)
+            _sleep(backoff * 2 ** (attempt - 1), cancelled)
         finally:
             _close_transient()
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _sleep(seconds: float, cancelled: Optional[Callable[[], bool]]) -> None:
+    """Sleep, waking every 0.1 s to raise CancelledError once `cancelled()` is true."""
+    end = time.monotonic() + seconds
+    while True:
+        if cancelled is not None and cancelled():
+            raise CancelledError()
+        left = end - time.monotonic()
+        if left <= 0:
+            return
+        time.sleep(min(0.1, left))
+
+
+PROBE_TIMEOUT = 5.0  # seconds for the one diagnostic request made after a failed read
+_GENERIC = ("not recognized as a supported", "IReadBlock failed", "TIFFRead", "Range downloading",
+            "HTTP response code: 30", "Read or write failed")
+
+
+def _explain(href: str, reason: str) -> str:
+    """GDAL's reason, made plain where GDAL's own words mislead; for http(s) hrefs one
+    small bounded request finds out what the server really sent (never on success)."""
+    if "HTTP response code: 30" in reason and " - " in reason:
+        return f"redirected to a location that cannot be read ({reason.split(' - ', 1)[1]})"
+    if not href.startswith(("http://", "https://")) or not any(g in reason for g in _GENERIC):
+        return reason
+    found = _probe(href)
+    return f"{found} ({reason})" if found else reason
+
+
+def _probe(href: str, timeout: float = PROBE_TIMEOUT) -> str:
+    """What a GET of the first bytes of `href` shows, without following redirects."""
+    import http.client
+
+    parts = urllib.parse.urlsplit(href)
+    https = parts.scheme == "https"
+    conn_cls = http.client.HTTPSConnection if https else http.client.HTTPConnection
+    deadline = time.monotonic() + timeout
+    try:
+        conn = conn_cls(parts.hostname, parts.port, timeout=timeout)
+        try:
+            target = parts.path + (f"?{parts.query}" if parts.query else "")
+            conn.request("GET", target or "/", headers={"Range": "bytes=0-15",
+                                                        "User-Agent": "Clearsky QGIS plugin"})
+            resp = conn.getresponse()
+            head, slow = b"", False
+            while len(head) < 16:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    slow = True
+                    break
+                if conn.sock is not None:
+                    conn.sock.settimeout(left)
+                try:
+                    chunk = resp.read1(16 - len(head))
+                except TimeoutError:
+                    slow = True
+                    break
+                if not chunk:
+                    break
+                head += chunk
+            status = resp.status
+            location = resp.getheader("Location") or ""
+        finally:
+            conn.close()
+    except (OSError, http.client.HTTPException, ValueError):
+        return ""
+    if slow:
+        return (f"the server is too slow (it sent {len(head)} of 16 bytes in "
+                f"{timeout:g} s)")
+    if 300 <= status < 400:
+        return f"redirected to {location.split(':', 1)[0] or 'an unknown'}:// location"
+    if status == 200 and head:
+        return ("the server ignores HTTP Range requests (it answered 200 with the whole "
+                "file): Clearsky reads only parts of remote files and refuses such a server")
+    if status in (200, 206) and head and not head.startswith((b"II*\0", b"MM\0*", b"II+\0",
+                                                               b"MM\0+")):
+        return "not a GeoTIFF (only GeoTIFF/COG assets are read)"
+    return ""
 
 
 # --- reads ----------------------------------------------------------------------------
@@ -339,6 +531,7 @@ def read_to_grid(
     allow_local: bool = False,
     tries: int = READ_TRIES,
     backoff: float = READ_BACKOFF,
+    cancelled: Optional[Callable[[], bool]] = None,
 ) -> Optional[np.ndarray]:
     """One band of `href` warped onto `grid`, in the source dtype with 0 = nodata.
 
@@ -346,6 +539,9 @@ def read_to_grid(
     overview that is still at least as fine as the grid. Returns None when the source has
     nothing for the grid: no overlap, or only nodata there.
     SCL and other class rasters: pass use_overviews=False and Resampling.nearest.
+    `cancelled` (e.g. progress.is_cancelled): checked before each try and during the
+    back-off; raises CancelledError. A GDAL request in progress cannot be interrupted:
+    it ends by its own time-outs (see HTTP_LOW_SPEED_TIME, HTTP_TIMEOUT).
     """
     path = gdal_path(href, allow_local=allow_local)
     dst_crs = _crs(grid.crs)
@@ -380,7 +576,7 @@ def read_to_grid(
         )
         return dst if dst.any() else None
 
-    return _retrying(href, path, read, tries, backoff)
+    return _retrying(href, path, read, tries, backoff, cancelled)
 
 
 def read_native_window(
@@ -393,12 +589,13 @@ def read_native_window(
     margin: int = 0,
     tries: int = READ_TRIES,
     backoff: float = READ_BACKOFF,
+    cancelled: Optional[Callable[[], bool]] = None,
 ) -> Optional[Tuple[np.ndarray, Affine, str]]:
     """The source's own pixels covering `bounds` (plus `margin` pixels), not resampled.
 
     Returns (array, window transform, source CRS). The window is aligned to the source
     grid and covers all of `bounds`: parts outside the raster are 0 (nodata). None when
-    the raster does not overlap the bounds at all.
+    the raster does not overlap the bounds at all. `cancelled`: as for read_to_grid.
     """
     path = gdal_path(href, allow_local=allow_local)
 
@@ -414,7 +611,7 @@ def read_native_window(
         out[r:r + int(inner.height), c:c + int(inner.width)] = ds.read(band, window=inner)
         return out, ds.window_transform(full), ds.crs.to_string()
 
-    return _retrying(href, path, read, tries, backoff)
+    return _retrying(href, path, read, tries, backoff, cancelled)
 
 
 # --- output ---------------------------------------------------------------------------
@@ -443,13 +640,125 @@ def _predictor(dtype) -> str:
     return "3" if np.dtype(dtype).kind == "f" else "2"
 
 
+class _GdalErrors:
+    """Collects the GDAL errors (CE_Failure and worse) raised in this thread inside the block.
+
+    rasterio turns most failed calls into exceptions, but errors GDAL reports while it
+    flushes its block cache or closes a file (a full disk: "No space left on device") only
+    reach its logging handler: such a file looks written. Without the GDAL Python bindings
+    nothing is collected, and the verification after writing still catches a bad file.
+    """
+
+    def __init__(self) -> None:
+        self.messages: List[str] = []
+        self._gdal = None
+
+    def __enter__(self) -> _GdalErrors:
+        with contextlib.suppress(Exception):
+            from osgeo import gdal
+
+            gdal.PushErrorHandler(self._handler)
+            self._gdal = gdal
+        return self
+
+    def _handler(self, level, number, message) -> None:
+        if level >= 3:  # CE_Failure, CE_Fatal
+            self.messages.append(" ".join(str(message).split()))
+
+    def __exit__(self, *exc) -> bool:
+        if self._gdal is not None:
+            with contextlib.suppress(Exception):
+                self._gdal.PopErrorHandler()
+        return False
+
+    def check(self, what: str) -> None:
+        if self.messages:
+            raise OutputError(f"{what}: {'; '.join(dict.fromkeys(self.messages))}")
+
+
+def _write_mode(path: Path) -> Optional[int]:
+    """Permission bits the committed file must get: an existing file's, as when a program
+    opens and rewrites it; None for a new file (GDAL creates it with 0666 minus the umask)."""
+    with contextlib.suppress(OSError):
+        return os.stat(path).st_mode & 0o7777
+    return None
+
+
+def _sum(array: np.ndarray):
+    """An order-independent checksum of the values (exact for integers, NaN-free for floats)."""
+    if array.dtype.kind == "f":
+        return float(np.nansum(array, dtype=np.float64))
+    return int(array.sum(dtype=np.int64 if array.dtype.kind == "i" else np.uint64))
+
+
+def verify_cog(path: Path, *, count: Optional[int] = None, width: Optional[int] = None,
+               height: Optional[int] = None, dtype=None, blocksize: Optional[int] = None,
+               sums: Optional[Sequence] = None) -> None:
+    """Raise OutputError unless `path` is a readable COG as expected.
+
+    Checks: it opens as a GeoTIFF with LAYOUT=COG (set by GDAL's COG driver), it is tiled
+    (`blocksize` x `blocksize` when given) with overviews when larger than one tile, it has
+    the expected size, band count and dtype, every block of every band (and of every
+    overview) decodes, and, with `sums`, each band's values add up to what was written.
+    """
+    path = Path(path)
+    try:
+        with _GdalErrors() as errors, rasterio.open(path, driver=ALLOWED_DRIVERS[0]) as ds:
+            problems = []
+            if ds.tags(ns="IMAGE_STRUCTURE").get("LAYOUT") != "COG":
+                problems.append("it is not laid out as a COG")
+            if count is not None and ds.count != count:
+                problems.append(f"it has {ds.count} bands, not {count}")
+            if (width, height) != (None, None) and (ds.width, ds.height) != (width, height):
+                problems.append(f"it is {ds.width} x {ds.height} pixels, not {width} x {height}")
+            if dtype is not None and ds.dtypes[0] != np.dtype(dtype).name:
+                problems.append(f"its pixels are {ds.dtypes[0]}, not {np.dtype(dtype).name}")
+            shapes = set(ds.block_shapes)
+            if blocksize and shapes != {(blocksize, blocksize)}:
+                problems.append(f"its tiles are {sorted(shapes)}, not {blocksize} x {blocksize}")
+            tiled = bool(ds.profile.get("tiled"))
+            if not tiled:
+                problems.append("it is not tiled")
+            tile = max(ds.block_shapes[0]) if tiled else 512
+            if max(ds.width, ds.height) > tile and not ds.overviews(1):
+                problems.append("it has no overviews")
+            if problems:
+                raise OutputError(f"{path.name} failed verification: {'; '.join(problems)}.")
+            got = [0] * ds.count
+            for band in range(1, ds.count + 1):
+                for _, window in ds.block_windows(band):
+                    got[band - 1] += _sum(ds.read(band, window=window))
+            factors = ds.overviews(1)
+        errors.check(f"{path.name} failed verification")
+        for level in range(len(factors)):  # each overview decodes too
+            with rasterio.open(path, driver=ALLOWED_DRIVERS[0], overview_level=level) as ov:
+                for band in range(1, ov.count + 1):
+                    for _, window in ov.block_windows(band):
+                        ov.read(band, window=window)
+    except OutputError:
+        raise
+    except (RasterioError, CPLE_BaseError, OSError) as exc:
+        raise OutputError(f"{path.name} failed verification: it cannot be read back "
+                          f"({' '.join(str(exc).split())}).") from exc
+    if sums is not None:
+        for band, (want, have) in enumerate(zip(sums, got), start=1):
+            same = (math.isclose(want, have, rel_tol=1e-9, abs_tol=1e-6)
+                    if isinstance(want, float) else want == have)
+            if not same:
+                raise OutputError(f"{path.name} failed verification: band {band} does not hold "
+                                  "the pixels written.")
+
+
 class CogWriter:
     """Block-wise writer of a Cloud Optimized GeoTIFF, atomic and with bounded memory.
 
     Blocks go into a hidden tiled temporary GTiff next to the output; `commit` converts it
-    with GDAL's COG driver into a second temporary file and renames that onto the output.
-    Leaving the context without commit removes the temporary files and leaves an existing
-    output untouched.
+    with GDAL's COG driver into a second temporary file, verifies that file (`verify_cog`:
+    COG layout, every block of every band decodes, each band's checksum equals that of the
+    blocks written) and only then renames it onto the output. Any GDAL error while writing
+    (a full disk included) fails with OutputError. Leaving the context without commit, or
+    any failure, removes the temporary files and leaves an existing output byte-identical.
+    The output gets an existing file's permission bits, else 0666 minus the umask.
     """
 
     def __init__(self, path: Path, grid: Grid, count: int, dtype, nodata=0,
@@ -463,6 +772,9 @@ class CogWriter:
         self._cog = self.path.parent / f".{self.path.stem}.{tag}.cog.tif"
         self._lock = threading.Lock()
         self._done = False
+        self._sums: list = [0.0 if self.dtype.kind == "f" else 0] * count
+        self._windows: List[Tuple[int, int, int, int]] = []
+        self._overlap = False  # a block written twice: the checksums no longer apply
         tile = max(16, min(512, blocksize) // 16 * 16)
         try:
             self._ds = rasterio.open(
@@ -499,9 +811,25 @@ class CogWriter:
             raise ValueError(
                 f"Block {block_row_off, block_col_off, h, w} exceeds {self.grid.shape}"
             )
+        data = array.astype(self.dtype, copy=False)
         with self._lock:
-            self._ds.write(array.astype(self.dtype, copy=False),
-                           window=Window(block_col_off, block_row_off, w, h))
+            try:
+                with _GdalErrors() as errors:
+                    self._ds.write(data, window=Window(block_col_off, block_row_off, w, h))
+                errors.check(f"Could not write {self.path}")
+            except OutputError as exc:
+                self.abort()
+                raise OutputError(f"{exc} {_free(self.path)}") from exc
+            except (RasterioError, CPLE_BaseError, OSError) as exc:
+                self.abort()
+                raise OutputError(f"Could not write {self.path}: {exc}") from exc
+            box_ = (block_row_off, block_col_off, block_row_off + h, block_col_off + w)
+            if not self._overlap:
+                self._overlap = any(r0 < box_[2] and box_[0] < r1 and c0 < box_[3]
+                                    and box_[1] < c1 for r0, c0, r1, c1 in self._windows)
+                self._windows.append(box_)
+            for i in range(self.count):
+                self._sums[i] += _sum(data[i])
 
     def commit(self, descriptions: Optional[List[str]] = None, tags: Optional[dict] = None,
                band_tags: Optional[List[dict]] = None, overview_resampling: str = "average",
@@ -514,9 +842,10 @@ class CogWriter:
         """
         if self._done:
             raise OutputError("This writer is already closed.")
+        mode = _write_mode(self.path)
         try:
             ds = self._ds
-            with self._lock:
+            with self._lock, _GdalErrors() as errors:
                 if descriptions:
                     ds.descriptions = tuple(descriptions)
                 if tags:
@@ -532,13 +861,31 @@ class CogWriter:
                 if scales is not None or offsets is not None or band_tags:
                     ds.scales, ds.offsets = tuple(scl), tuple(off)
                 ds.close()
-            rasterio.shutil.copy(
-                str(self._part), str(self._cog), driver="COG", COMPRESS="DEFLATE",
-                PREDICTOR=_predictor(self.dtype), BLOCKSIZE=str(self.blocksize),
-                OVERVIEW_RESAMPLING=overview_resampling.upper(), BIGTIFF="IF_SAFER",
-                NUM_THREADS=str(self.num_threads),
-            )
+            errors.check(f"Could not write {self.path} {_free(self.path)}")
+            with _GdalErrors() as errors:
+                rasterio.shutil.copy(
+                    str(self._part), str(self._cog), driver="COG", COMPRESS="DEFLATE",
+                    PREDICTOR=_predictor(self.dtype), BLOCKSIZE=str(self.blocksize),
+                    OVERVIEW_RESAMPLING=overview_resampling.upper(), BIGTIFF="IF_SAFER",
+                    NUM_THREADS=str(self.num_threads),
+                )
+            errors.check(f"Could not write {self.path} {_free(self.path)}")
+            self._part.unlink(missing_ok=True)  # free its space before the check reads
+            try:
+                verify_cog(self._cog, count=self.count, width=self.grid.width,
+                           height=self.grid.height, dtype=self.dtype, blocksize=self.blocksize,
+                           sums=None if self._overlap else self._sums)
+            except OutputError as exc:
+                raise OutputError(f"Could not write {self.path}: {exc} {_free(self.path)}") \
+                    from exc
+            if mode is not None:
+                os.chmod(self._cog, mode)
+            _fsync(self._cog)
             os.replace(self._cog, self.path)
+            _fsync_dir(self.path.parent)
+        except OutputError:
+            self.abort()
+            raise
         except (RasterioError, CPLE_BaseError, OSError) as exc:
             self.abort()
             raise OutputError(f"Could not write {self.path}: {exc}") from exc
@@ -563,6 +910,31 @@ class CogWriter:
                       Path(f"{base}.ovr.tmp"), Path(f"{base}.msk.ovr.tmp")):
                 with contextlib.suppress(FileNotFoundError):
                     p.unlink()
+
+
+def _free(path: Path) -> str:
+    with contextlib.suppress(OSError):
+        free = shutil.disk_usage(Path(path).parent).free
+        return f"({free / 1e6:.1f} MB free in {Path(path).parent}: is the disk full?)"
+    return ""
+
+
+def _fsync(path: Path) -> None:
+    """Flush the file's data to the disk: a full or failing disk shows here, not later."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_dir(folder: Path) -> None:
+    with contextlib.suppress(OSError):  # not every platform can fsync a folder
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
 
 def write_cog(path: Path, grid: Grid, array: np.ndarray, *, dtype=None, nodata=0,

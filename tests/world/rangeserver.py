@@ -10,6 +10,13 @@ Control endpoints (never logged as data requests):
     POST /__control/config  {"delay_ms": int,
                              "faults": [{"path": glob, "kind": k, "count": n|null}]}
                             k: 500, 503, timeout or truncate; "hold_s" optional for timeout
+                            hostile kinds (issue 10):
+                              trickle       headers, then one byte every "interval_s" (0.5)
+                                            until "hold_s" passes (a read time-out never fires)
+                              redirect      302 to "location" (any scheme, any host)
+                              ignore_range  200 with the whole file, whatever Range says
+                              body          serve "body" (text) instead of the file, with
+                                            ranges (e.g. a VRT behind a .tif name)
     POST /__control/reset   clear log, faults and delay
     POST /__control/clear   clear the log only
     GET  /__control/log     the log entries as a JSON list
@@ -20,6 +27,7 @@ from __future__ import annotations
 import argparse
 import email.utils
 import fnmatch
+import io
 import ipaddress
 import json
 import os
@@ -34,7 +42,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Optional
 
-FAULT_KINDS = ("500", "503", "timeout", "truncate")
+FAULT_KINDS = ("500", "503", "timeout", "truncate", "trickle", "redirect", "ignore_range",
+               "body")
 MAX_HOLD_S = 30.0  # a stalled request never holds its connection longer than this
 DRAIN_WAIT_S = 3.0  # how long /__control/log waits for requests still being answered
 CHUNK = 64 * 1024
@@ -82,11 +91,14 @@ def parse_range(header: str, size: int) -> Optional[list[tuple[int, int]]]:
 class Fault:
     """One fault rule: the first `count` matching requests fail (all if count is None)."""
 
-    def __init__(self, path: str, kind: str, count: Optional[int], hold_s: float):
+    def __init__(self, path: str, kind: str, count: Optional[int], hold_s: float,
+                 interval_s: float = 0.5, location: str = "", body: str = ""):
         if kind not in FAULT_KINDS:
             raise ValueError(f"unknown fault kind {kind!r}; use one of {FAULT_KINDS}")
         self.path, self.kind, self.remaining = path, kind, count
         self.hold_s = min(float(hold_s), MAX_HOLD_S)
+        self.interval_s = min(max(float(interval_s), 0.01), MAX_HOLD_S)
+        self.location, self.body = str(location), str(body).encode("utf-8")
 
     def take(self, path: str, method: str) -> bool:
         if self.remaining is not None and self.remaining <= 0:
@@ -117,7 +129,8 @@ class State:
 
     def configure(self, cfg: dict) -> None:
         faults = [
-            Fault(str(f["path"]), str(f["kind"]), f.get("count"), f.get("hold_s", MAX_HOLD_S))
+            Fault(str(f["path"]), str(f["kind"]), f.get("count"), f.get("hold_s", MAX_HOLD_S),
+                  f.get("interval_s", 0.5), f.get("location", ""), f.get("body", ""))
             for f in cfg.get("faults") or []
         ]
         with self.lock:
@@ -154,7 +167,9 @@ class State:
         with self.lock:
             while self.in_flight and time.monotonic() < deadline:
                 self.lock.wait(timeout=0.05)
-            return list(self.entries)
+            # oldest first by arrival: a held request is recorded only when it ends, after
+            # a quick one that came later (the order once flipped under load)
+            return sorted(self.entries, key=lambda e: e["time"])
 
     def enter(self) -> None:
         with self.lock:
@@ -238,13 +253,26 @@ class Handler(BaseHTTPRequestHandler):
             if fault.kind == "timeout":
                 self._hold(fault.hold_s)
                 return
+            if fault.kind == "trickle":
+                self._trickle(method, entry, fault)
+                return
+            if fault.kind == "redirect":
+                entry["status"] = 302
+                entry["bytes"] = self._plain(302, b"moved\n", method=method,
+                                             extra={"Location": fault.location})
+                return
+            if fault.kind == "body":
+                self._send_file(method, None, entry, truncate=False, data=fault.body)
+                return
         target = self._resolve(entry["path"])
         if isinstance(target, int):
             entry["status"] = target
             body = b"not found\n" if target == 404 else b"forbidden\n"
             entry["bytes"] = self._plain(target, body, method=method)
             return
-        self._send_file(method, target, entry, truncate=fault is not None)
+        kind = fault.kind if fault is not None else None
+        self._send_file(method, target, entry, truncate=kind == "truncate",
+                        ignore_range=kind == "ignore_range")
 
     def _resolve(self, url_path: str):
         """Map a URL path onto a file under the root; 403 for an escape, 404 if missing."""
@@ -259,16 +287,24 @@ class Handler(BaseHTTPRequestHandler):
             return 404
         return candidate
 
-    def _send_file(self, method: str, path: Path, entry: dict, truncate: bool) -> None:
-        st = path.stat()
-        size = st.st_size
+    def _send_file(self, method: str, path: Optional[Path], entry: dict, truncate: bool,
+                   ignore_range: bool = False, data: Optional[bytes] = None) -> None:
+        """Send `path` (or the bytes `data`) honouring Range, unless ignore_range."""
+        if data is not None:
+            size, mtime, mtime_ns = len(data), time.time(), 0
+        else:
+            st = path.stat()
+            size, mtime, mtime_ns = st.st_size, st.st_mtime, st.st_mtime_ns
         headers = {
             "Accept-Ranges": "bytes",
-            "Last-Modified": email.utils.formatdate(st.st_mtime, usegmt=True),
-            "ETag": f'"{size:x}-{st.st_mtime_ns:x}"',
+            "Last-Modified": email.utils.formatdate(mtime, usegmt=True),
+            "ETag": f'"{size:x}-{mtime_ns:x}"',
         }
+        if ignore_range:
+            headers.pop("Accept-Ranges")
         try:
-            ranges = parse_range(entry["range"], size) if entry["range"] else None
+            wanted = entry["range"] and not ignore_range
+            ranges = parse_range(entry["range"], size) if wanted else None
         except RangeError:
             entry["status"] = 416
             entry["bytes"] = self._plain(416, b"range not satisfiable\n", method=method,
@@ -303,7 +339,7 @@ class Handler(BaseHTTPRequestHandler):
             return
         budget = length // 2 if truncate else length
         sent = 0
-        with open(path, "rb") as fh:
+        with (io.BytesIO(data) if data is not None else open(path, "rb")) as fh:
             for i, (head, a, b) in enumerate(parts):
                 pieces = [b"\r\n"] if i > 0 else []
                 pieces += [head] if head else []
@@ -344,6 +380,30 @@ class Handler(BaseHTTPRequestHandler):
                 except OSError:
                     break
                 time.sleep(min(0.05, max(0.0, deadline - time.monotonic())))
+        self.close_connection = True
+
+    def _trickle(self, method: str, entry: dict, fault: Fault) -> None:
+        """Promise a body of 1 MiB, then send one byte per interval_s until hold_s passes,
+        the client goes away or the server stops: a per-read time-out never fires."""
+        entry["status"] = 200 if not entry["range"] else 206
+        self.send_response(entry["status"])
+        self.send_header("Content-Type", "application/octet-stream")
+        self.send_header("Content-Length", str(1 << 20))
+        if entry["range"]:
+            self.send_header("Content-Range", f"bytes 0-{(1 << 20) - 1}/{1 << 20}")
+        self.end_headers()
+        self.wfile.flush()
+        deadline = time.monotonic() + fault.hold_s
+        stopping = self.server.state.stopping
+        while method == "GET" and time.monotonic() < deadline:
+            if stopping.wait(min(fault.interval_s, max(0.0, deadline - time.monotonic()))):
+                break
+            try:
+                self.wfile.write(b"\0")
+                self.wfile.flush()
+            except OSError:
+                break
+            entry["bytes"] += 1
         self.close_connection = True
 
     def _plain(self, status: int, body: bytes, method: str = "GET",
