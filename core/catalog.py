@@ -93,7 +93,7 @@ def scene_from_item(
                            f"{why}).") from exc
 
 
-def _item_id(d: dict) -> str:
+def _item_id(d: Mapping) -> str:
     value = d.get("id")
     if isinstance(value, str) and value.strip():
         return redact_text(value.strip()[:200])
@@ -657,7 +657,7 @@ def _stac_io(pystac_client, progress: Optional[Progress], timeout=(CONNECT_TIMEO
 
 def _bounded_io_class(pystac_client):
     """StacApiIO subclass of this pystac_client (the vendored or the venv's copy)."""
-    base = pystac_client.stac_api_io.StacApiIO
+    base: Any = pystac_client.stac_api_io.StacApiIO
     api_error = pystac_client.exceptions.APIError
 
     class BoundedStacApiIO(base):

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
-from typing import FrozenSet, Iterable, List, Optional, Tuple
+from typing import Callable, FrozenSet, Iterable, List, Optional, Tuple
 
 import numpy as np
 
@@ -98,7 +98,8 @@ class MaskRule:
 
 
 def aoi_scl_stats(scene: Scene, aoi: Aoi, invalid: Iterable[int], *,
-                  allow_local: bool = False, dilation: int = 0) -> Tuple[float, float, int]:
+                  allow_local: bool = False, dilation: int = 0,
+                  cancelled: Optional[Callable[[], bool]] = None) -> Tuple[float, float, int]:
     """(coverage %, cloud %, covered pixels) of the AOI in this scene's SCL.
 
     coverage: share of the AOI's 20 m pixels (by pixel centre) with SCL data; cloud: share
@@ -110,7 +111,7 @@ def aoi_scl_stats(scene: Scene, aoi: Aoi, invalid: Iterable[int], *,
         raise KeyError("the scene has no SCL asset")
     geom = reproject_geometry(aoi.geometry, aoi.crs, scene.crs)
     got = read_native_window(href, geom.bounds, scene.crs, allow_local=allow_local,
-                             margin=max(0, int(dilation)))
+                             margin=max(0, int(dilation)), cancelled=cancelled)
     if got is None:
         return 0.0, math.nan, 0
     scl, transform, crs = got
@@ -162,7 +163,7 @@ def check_aoi_clouds(scenes: List[Scene], aoi: Aoi, params, progress: Progress, 
             return SceneReport(scene, reason="cancelled")
         try:
             cov, cloud, _ = aoi_scl_stats(scene, aoi, rule.invalid, allow_local=allow_local,
-                                          dilation=rule.dilation)
+                                          dilation=rule.dilation, cancelled=progress.is_cancelled)
         except CancelledError:
             raise
         except Exception as exc:  # one unreadable scene must not stop the run

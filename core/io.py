@@ -137,8 +137,9 @@ class _ClearskyEnv(rasterio.Env):
             with contextlib.suppress(ValueError):
                 _ACTIVE.remove(self._published)
             last = not _ACTIVE
-        if getattr(self, "_run", None) is not None:
-            self._run.__exit__(None, None, None)
+        run = getattr(self, "_run", None)
+        if run is not None:
+            run.__exit__(None, None, None)
             self._run = None
         if last and hasattr(self, "_saved_env"):
             for key, value in self._saved_env.items():
@@ -282,7 +283,7 @@ def _open(path: str, overview_level: Optional[int] = None):
     long-lived thread (QGIS's main thread, a task pool thread) would be closed only at
     interpreter exit, after QGIS has shut GDAL down, and crash the process.
     """
-    kwargs = {"driver": ALLOWED_DRIVERS[0]}  # rasterio: the only driver GDAL may try
+    kwargs: Dict[str, object] = {"driver": ALLOWED_DRIVERS[0]}  # the only driver GDAL may try
     if overview_level is not None:
         kwargs["overview_level"] = overview_level
     if not getattr(_local, "caching", False):
@@ -407,7 +408,7 @@ def _probe(href: str, timeout: float = PROBE_TIMEOUT) -> str:
     conn_cls = http.client.HTTPSConnection if https else http.client.HTTPConnection
     deadline = time.monotonic() + timeout
     try:
-        conn = conn_cls(parts.hostname, parts.port, timeout=timeout)
+        conn = conn_cls(parts.hostname or "", parts.port, timeout=timeout)
         try:
             target = parts.path + (f"?{parts.query}" if parts.query else "")
             conn.request("GET", target or "/", headers={"Range": "bytes=0-15",
@@ -665,11 +666,10 @@ class _GdalErrors:
         if level >= 3:  # CE_Failure, CE_Fatal
             self.messages.append(" ".join(str(message).split()))
 
-    def __exit__(self, *exc) -> bool:
+    def __exit__(self, *exc) -> None:
         if self._gdal is not None:
             with contextlib.suppress(Exception):
                 self._gdal.PopErrorHandler()
-        return False
 
     def check(self, what: str) -> None:
         if self.messages:

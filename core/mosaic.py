@@ -38,7 +38,7 @@ from .ledger import Ledger
 from .params import MosaicParams
 from .plan import Pass, plan_passes
 from .progress import NullProgress, Progress, SubProgress, check_cancelled
-from .report import report_paths, write_scene_report
+from .report import check_report_paths, report_paths, write_scene_report
 from .results import MosaicResult, SceneReport
 from .search import run_search, search_scenes, why_nothing_left
 
@@ -65,6 +65,9 @@ def _build(params: MosaicParams, progress: Progress, executor: Optional[Executor
     assert params.output is not None  # validate() saw to it
     io.check_output_path(params.output, params.overwrite)
     csv_path, json_path = report_paths(params.output, params.report_csv)
+    if params.write_report:
+        csv_path, json_path = check_report_paths(params.output, params.report_csv,
+                                                 params.overwrite)
 
     search = run_search(params, SubProgress(progress, 0, 20))
     kept = [r for r in search.reports if r.kept and _wanted(r, params)]

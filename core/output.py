@@ -10,6 +10,7 @@ import numpy as np
 from . import composite
 from .options import Method, OutputType
 from .params import MosaicParams
+from .redact import redact_obj, redact_text
 from .results import SceneReport
 
 
@@ -47,8 +48,8 @@ def encode(values: np.ndarray, target: np.ndarray, count: Optional[np.ndarray],
 
 
 def params_summary(params: MosaicParams) -> dict:
-    """The parameters as written into the COG's tags and the report."""
-    return {
+    """The parameters as written into the COG's tags and the report (no credentials)."""
+    return redact_obj({
         "catalog": params.catalog_url,
         "collection": params.collection,
         "start": str(params.start),
@@ -66,13 +67,13 @@ def params_summary(params: MosaicParams) -> dict:
         "resolution": params.resolution,
         "clip_to_aoi": params.clip_to_aoi,
         "aoi_wkt": params.aoi.wgs84.wkt,
-    }
+    })
 
 
 def tags(params: MosaicParams, used: Sequence[str], kept: Sequence[SceneReport]) -> dict:
     out = {
         "CLEARSKY_PARAMETERS": json.dumps(params_summary(params)),
-        "CLEARSKY_SCENES": ",".join(used),
+        "CLEARSKY_SCENES": redact_text(",".join(used)),
     }
     if params.output_type is OutputType.VISUAL:
         out["CLEARSKY_STRETCH"] = "reflectance 0..0.3 -> 1..255, 0 = nodata"

@@ -8,8 +8,9 @@ import json
 import os
 import uuid
 from pathlib import Path
-from typing import Iterable, List, Sequence
+from typing import Iterable, List, Optional, Sequence, Tuple
 
+from .errors import OutputError
 from .redact import redact_obj, redact_text
 from .results import SceneReport
 
@@ -60,6 +61,58 @@ def report_paths(output: Path, report_csv: Path | None = None) -> tuple[Path, Pa
     """(csv, json) paths: the user's CSV choice, else `<output stem>.report.csv`."""
     csv_path = Path(report_csv) if report_csv else output.with_name(output.stem + ".report.csv")
     return csv_path, csv_path.with_suffix(".json")
+
+
+REPORT_SUFFIX = ".csv"
+
+
+def check_report_paths(output: Path, report_csv: Optional[Path], overwrite: bool
+                       ) -> Tuple[Path, Path]:
+    """(csv, json) after the same consent rule as the COG, checked before any work starts.
+
+    The report never replaces the mosaic; the CSV must end in .csv and sit in a writable
+    folder; an existing file is replaced only when overwriting is allowed. The JSON beside
+    the CSV, which the user did not name, replaces only an earlier Clearsky report.
+    """
+    csv_path, json_path = report_paths(Path(output), report_csv)
+    same = {Path(os.path.abspath(output))}
+    if Path(os.path.abspath(csv_path)) in same or Path(os.path.abspath(json_path)) in same:
+        raise OutputError(f"The scene report {csv_path.name} would replace the mosaic itself: "
+                          "choose another report name.")
+    if csv_path.suffix.lower() != REPORT_SUFFIX:
+        raise OutputError(f"The scene report must be a .csv file, not {csv_path.name!r}.")
+    folder = csv_path.parent
+    if not folder.is_dir():
+        raise OutputError(f"The folder {folder} for the scene report does not exist: create "
+                          "it or choose another.")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise OutputError(f"The folder {folder} for the scene report is not writable.")
+    for path in (csv_path, json_path):
+        if path.is_dir():
+            raise OutputError(f"{path} is a folder: choose another report name.")
+    if csv_path.exists() and not (overwrite or _is_our_report(csv_path)):
+        raise OutputError(f"{csv_path} already exists: choose another report name or allow "
+                          "overwriting.")
+    if json_path.exists() and not _is_our_report(json_path):
+        raise OutputError(f"{json_path} exists and is not a Clearsky report: choose another "
+                          "report name so it is not replaced.")
+    return csv_path, json_path
+
+
+def _is_our_report(path: Path) -> bool:
+    """An earlier Clearsky scene report (its CSV header, or its JSON's shape)."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            head = handle.read(64 * 1024)
+    except (OSError, UnicodeDecodeError):
+        return False
+    if path.suffix.lower() == ".json":
+        try:
+            data = json.loads(head)
+        except ValueError:
+            return False
+        return isinstance(data, dict) and "scenes" in data and "parameters" in data
+    return head.splitlines()[:1] == [",".join(REPORT_FIELDS)]
 
 
 def write_scene_report(
