@@ -147,6 +147,7 @@ class ClearskyDialog(BASE, FORM):
         self.outputWidget.setConfirmOverwrite(False)  # asked once, when building
         self.crsWidget.setOptionVisible(QgsProjectionSelectionWidget.CrsOption.ProjectCrs, True)
         scenes.setup_table(self.sceneTable)
+        self.scenesSummary.setWordWrap(True)  # a long note must not widen the dialog
         self.buttonBox.button(QDialogButtonBox.StandardButton.Close).setText(self.tr("Close"))
 
     def _connect(self) -> None:

@@ -297,8 +297,9 @@ def test_phase_text_is_live_and_each_message_is_shown_and_logged_once(
         if dlg.task is not None and dlg.statusLabel.text() not in seen:
             seen.append(dlg.statusLabel.text())
         time.sleep(0.01)
-    assert any(s.startswith("Searching") for s in seen), seen
-    assert any(s.startswith("Compositing") for s in seen), seen
+    # engine phases shown while the task still ran (several may arrive between two polls)
+    live = [s for s in seen if s in task.messages]
+    assert len(live) >= 2 and any(s.startswith("Compositing") for s in live), seen
     assert task.messages and dlg.statusLabel.text() == "Done: live.tif"
     logged = [m for m, tag, _level in log_lines if tag == "Clearsky"]
     for text in task.messages:
