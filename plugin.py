@@ -20,7 +20,8 @@ except ImportError:  # Qt6 (QGIS 4) moved QAction to QtGui
 from .dependencies import install_hint
 
 PLUGIN_NAME = "Clearsky"
-MENU = "Clearsky"  # the sub-menu of the Raster menu
+ACTION_TEXT = "Cloud-free Mosaic…"  # one Raster menu entry: a verb-like name and an ellipsis
+MENU = "Clearsky"  # the sub-menu, only where the Raster menu itself is not reachable
 LOG_TAG = "Clearsky"  # the tab in the Log Messages panel
 ICON = Path(__file__).resolve().parent / "resources" / "icon.svg"
 
@@ -37,6 +38,30 @@ def open_mosaic_dialog(iface: Any) -> None:
     show_dialog(iface)
 
 
+def raster_menu(iface: Any) -> Optional[Any]:
+    """QGIS's Raster menu (a QMenu), or None where iface has none (stubs, old QGIS)."""
+    from qgis.PyQt.QtWidgets import QMenu
+
+    getter = getattr(iface, "rasterMenu", None)
+    try:
+        menu = getter() if callable(getter) else None
+    except Exception:  # noqa: BLE001 - a stub iface: fall back to the plugin sub-menu
+        return None
+    return menu if isinstance(menu, QMenu) else None
+
+
+def cancel_running_tasks() -> None:
+    """Unload: every Clearsky task still running is cancelled and calls back nothing."""
+    import sys
+
+    tasks = sys.modules.get(f"{__package__}.ui.tasks")  # imported only if a task ever ran
+    if tasks is not None:
+        count = tasks.cancel_all()
+        if count:
+            log(f"{count} running Clearsky task(s) cancelled: the plugin was unloaded.",
+                Qgis.MessageLevel.Info)
+
+
 class ClearskyPlugin:
     """The object QGIS creates through `classFactory`; loading and unloading repeat cleanly."""
 
@@ -44,6 +69,7 @@ class ClearskyPlugin:
         self.iface = iface
         self.provider: Optional[Any] = None
         self.action: Optional[QAction] = None
+        self._menu: Optional[Any] = None  # the Raster menu the action went into directly
 
     # -- Processing -------------------------------------------------------------------------
     def initProcessing(self) -> None:
@@ -76,12 +102,17 @@ class ClearskyPlugin:
         self.initProcessing()
         if self.iface is None or self.action is not None:
             return
-        self.action = QAction(QIcon(str(ICON)), PLUGIN_NAME, self.iface.mainWindow())
+        self.action = QAction(QIcon(str(ICON)), ACTION_TEXT, self.iface.mainWindow())
         self.action.setObjectName("clearskyAction")
         self.action.setToolTip("Clearsky: build a cloud-free Sentinel-2 mosaic of an area")
         self.action.triggered.connect(self.run)
         self.iface.addToolBarIcon(self.action)
-        self.iface.addPluginToRasterMenu(MENU, self.action)
+        menu = raster_menu(self.iface)
+        if menu is not None:  # Raster > Cloud-free Mosaic…, not Raster > Clearsky > Clearsky
+            menu.addAction(self.action)
+            self._menu = menu
+        else:
+            self.iface.addPluginToRasterMenu(MENU, self.action)
         hint = install_hint()
         if hint:
             self._warn(hint)
@@ -92,7 +123,11 @@ class ClearskyPlugin:
             from .ui.dialog import close_dialog
 
             close_dialog()
-            self.iface.removePluginRasterMenu(MENU, self.action)
+            if self._menu is not None:
+                self._menu.removeAction(self.action)
+                self._menu = None
+            else:
+                self.iface.removePluginRasterMenu(MENU, self.action)
             self.iface.removeToolBarIcon(self.action)
             self.action.triggered.disconnect(self.run)
             self.action.deleteLater()
@@ -100,6 +135,7 @@ class ClearskyPlugin:
         if self.provider is not None:
             QgsApplication.processingRegistry().removeProvider(self.provider)
             self.provider = None
+        cancel_running_tasks()
 
     def run(self) -> None:
         """The toolbar action: the mosaic dialog, or how to install a missing library."""

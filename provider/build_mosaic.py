@@ -41,6 +41,11 @@ def read_aoi(alg: Any, parameters: dict, context: QgsProcessingContext):
     return alg.build(lambda: aoi_from_geometries(geometries, source.sourceCrs()))
 
 
+def report_skipped(parameters: dict) -> bool:
+    """REPORT given as None (the dialog's [Skip output], see `preprocessParameters`)."""
+    return pdefs.REPORT in parameters and parameters[pdefs.REPORT] in (None, "")
+
+
 class BuildMosaicAlgorithm(ClearskyAlgorithm):
     def name(self) -> str:
         return "buildmosaic"
@@ -63,9 +68,10 @@ class BuildMosaicAlgorithm(ClearskyAlgorithm):
                 *pdefs.help_entries(pdefs.MOSAIC_FIELDS),
                 (pdefs.OUTPUT, self.tr("The mosaic, a Cloud-Optimized GeoTIFF (.tif).")),
                 (pdefs.REPORT, self.tr(
-                    "Optional CSV of every scene found, with its AOI cloud share and verdict; "
-                    "default: <mosaic>.report.csv beside the mosaic (a JSON copy is written "
-                    "beside the CSV).")),
+                    "Optional CSV of every scene found, with its AOI cloud share and verdict "
+                    "(a JSON copy is written beside the CSV). Left as [Skip output] in the "
+                    "dialog, no report is written; not given in qgis_process or a script, "
+                    "<mosaic>.report.csv beside the mosaic.")),
             ],
         )
 
@@ -81,6 +87,18 @@ class BuildMosaicAlgorithm(ClearskyAlgorithm):
             False,
         ))
 
+    def preprocessParameters(self, parameters: dict) -> dict:
+        """The Processing dialog (and batch dialog) call this with what the user entered.
+
+        A destination left as [Skip output] is simply missing from those parameters in QGIS
+        3.22 (ParametersPanel drops a falsy destination value), the same as REPORT not given
+        on a qgis_process command line, which keeps its default report beside the mosaic.
+        So the dialog's skip is made explicit here: REPORT = None means "no report"."""
+        out = dict(parameters)
+        if out.get(pdefs.REPORT) in (None, ""):
+            out[pdefs.REPORT] = None
+        return out
+
     def engine_params(
         self, parameters: dict, context: QgsProcessingContext, for_run: bool
     ) -> MosaicParams:
@@ -93,7 +111,7 @@ class BuildMosaicAlgorithm(ClearskyAlgorithm):
             report = Path(report_text) if report_text else None
         aoi = read_aoi(self, parameters, context)
         params = MosaicParams(
-            aoi=aoi, output=output, report_csv=report,
+            aoi=aoi, output=output, report_csv=report, write_report=not report_skipped(parameters),
             overwrite=True,  # Processing convention: the destination chosen is replaced
             gui=in_desktop(),  # no worker processes inside the QGIS desktop
             **values,
@@ -122,4 +140,6 @@ class BuildMosaicAlgorithm(ClearskyAlgorithm):
             if context.willLoadLayerOnCompletion(key):
                 styler = keep_alive(MosaicStyler(result.band_names, params.output_type.value))
                 context.layerToLoadOnCompletionDetails(key).setPostProcessor(styler)
+        if result.report_csv is None:  # skipped: no REPORT output at all
+            return {pdefs.OUTPUT: output}
         return {pdefs.OUTPUT: output, pdefs.REPORT: str(result.report_csv)}

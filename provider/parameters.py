@@ -8,7 +8,7 @@ its options table (core/options.py): keys, labels, defaults, ranges and help liv
 from __future__ import annotations
 
 from dataclasses import fields as dataclass_fields
-from datetime import date
+from datetime import date, timedelta
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from qgis.core import (
@@ -74,6 +74,11 @@ def aoi_parameter(description: str) -> QgsProcessingParameterFeatureSource:
     return QgsProcessingParameterFeatureSource(AOI, description, [SOURCE_POLYGON])
 
 
+def _recent_days() -> Dict[str, date]:
+    today = date.today()
+    return {"start": today - timedelta(days=30), "end": today}
+
+
 def definition(option: Option, default: Any = None) -> QgsProcessingParameterDefinition:
     """The Processing parameter of one option of the table (`default` overrides it)."""
     value = option.default if default is None else default
@@ -81,10 +86,18 @@ def definition(option: Option, default: Any = None) -> QgsProcessingParameterDef
     kind = option.kind
     p: QgsProcessingParameterDefinition
     if kind == opts.DATE:
-        p = QgsProcessingParameterDateTime(option.key, label, DATE_ONLY, None, option.optional)
+        # The search dates default to the last 30 days, as in the dialog, computed when the
+        # algorithm is initialised; other dates (TARGET_DATE) keep no default.
+        day = value if value is not None else _recent_days().get(option.field)
+        p = QgsProcessingParameterDateTime(
+            option.key, label, DATE_ONLY,
+            QDate(day.year, day.month, day.day) if day is not None else None, option.optional)
     elif kind == opts.NUMBER:
         p = QgsProcessingParameterNumber(option.key, label, NUMBER_DOUBLE, value,
                                          option.optional, option.minimum, option.maximum)
+        # percentages (0..100) show as "80", not "80.000000"; other numbers with 2 decimals
+        percent = (option.minimum, option.maximum) == (0, 100)
+        p.setMetadata({"widget_wrapper": {"decimals": 0 if percent else 2}})
     elif kind == opts.INTEGER:
         p = QgsProcessingParameterNumber(option.key, label, NUMBER_INTEGER, value,
                                          option.optional, option.minimum, option.maximum)

@@ -1,4 +1,5 @@
-"""`make screenshots`: the dialog with search results, and QGIS with a finished mosaic.
+"""`make screenshots`: the dialog with search results, its stale state, the size warning, and
+QGIS with a finished mosaic.
 
 Serves the offline archive on 127.0.0.1, starts the real QGIS desktop under Xvfb with a
 throw-away profile that enables Clearsky from this checkout, drives the dialog from a
@@ -84,6 +85,26 @@ def main():
         dlg.sceneTable.resizeColumnsToContents()
         pump(1)
         dlg.grab().save(DIALOG_PNG)
+        # a search input changed: the table is marked stale (issue 16, bug 1)
+        dlg.maxAoiCloud.setValue(20)
+        pump(0.5)
+        dlg.grab().save(STALE_PNG)
+        dlg.maxAoiCloud.setValue(50)
+        # the size guard's question for a continent-sized AOI, shown and captured
+        from qgis.PyQt.QtWidgets import QMessageBox
+        big = dialog_module.parse_aoi("-10,35,30,60")
+        params = dlg.mosaic_params()
+        params.aoi = big
+        shots = []
+        def grab_box():
+            for w in QApplication.topLevelWidgets():
+                if isinstance(w, QMessageBox) and w.isVisible():
+                    w.grab().save(SIZE_PNG)
+                    shots.append(w)
+                    w.reject()
+        QTimer.singleShot(800, grab_box)
+        say("size ok", dlg.size_is_acceptable(params, with_grid=True), len(shots))
+        pump(0.5)
         dlg.build()
         wait_task(dlg)
         say("bar", [dlg.bar.items()[i].text() for i in range(len(dlg.bar.items()))])
@@ -144,6 +165,8 @@ def main() -> int:
             "OUTPUT": str(tmp / "treptow_june_2024.tif"), "LOG_PATH": str(tmp / "log.txt"),
             "DIALOG_PNG": str(args.out / "dialog.png"),
             "MOSAIC_PNG": str(args.out / "mosaic.png"),
+            "STALE_PNG": str(args.out / "dialog_stale.png"),
+            "SIZE_PNG": str(args.out / "size_warning.png"),
         }
         script = tmp / "shoot.py"
         script.write_text("".join(f"{k} = {v!r}\n" for k, v in values.items()) + INSIDE)
@@ -156,7 +179,7 @@ def main() -> int:
         if "done" not in log.splitlines():
             print(done.stdout[-3000:], done.stderr[-3000:], file=sys.stderr)
             return 1
-    for name in ("dialog.png", "mosaic.png"):
+    for name in ("dialog.png", "dialog_stale.png", "size_warning.png", "mosaic.png"):
         print(args.out / name)
     return 0
 

@@ -7,6 +7,7 @@ No mosaic logic here: validation is the engine's (`params.validate()`,
 from __future__ import annotations
 
 import contextlib
+import re
 from datetime import date, timedelta
 from pathlib import Path
 from typing import Any, List, Optional
@@ -17,17 +18,28 @@ from qgis.core import (
     QgsMapLayerProxyModel,
     QgsMessageLog,
     QgsProject,
-    QgsRasterLayer,
 )
 from qgis.gui import QgsFileWidget, QgsMessageBar, QgsProjectionSelectionWidget
-from qgis.PyQt import uic
-from qgis.PyQt.QtCore import QUrl, pyqtSlot
+from qgis.PyQt import sip, uic
+from qgis.PyQt.QtCore import QByteArray, QUrl, pyqtSlot
 from qgis.PyQt.QtGui import QDesktopServices, QIcon
-from qgis.PyQt.QtWidgets import QDialogButtonBox, QInputDialog, QMessageBox, QSizePolicy
+from qgis.PyQt.QtWidgets import (
+    QComboBox,
+    QDateEdit,
+    QDialogButtonBox,
+    QDoubleSpinBox,
+    QInputDialog,
+    QLineEdit,
+    QMessageBox,
+    QSizePolicy,
+    QSpinBox,
+)
 
 from ..core import aoi as core_aoi
+from ..core import options as opts
 from ..core.aoi import Aoi, geocode, parse_aoi
 from ..core.errors import ClearskyError, InvalidParameterError, OutputError
+from ..core.grid import output_grid, utm_crs_for
 from ..core.io import check_output_path
 from ..core.mosaic import build_mosaic, search_scenes
 from ..core.options import DEFAULT_COLLECTION, EARTH_SEARCH, Method
@@ -42,7 +54,7 @@ from .aoi_tools import (
     aoi_rubber_band,
     aoi_to_geometry,
 )
-from .layers import style_mosaic_layer
+from .layers import replace_or_add_raster, style_mosaic_layer
 
 HERE = Path(__file__).resolve().parent
 PLUGIN_DIR = HERE.parent
@@ -58,6 +70,15 @@ FORM, BASE = uic.loadUiType(str(HERE / "dialog.ui"))
 
 # AOI input modes, in the order of the combo box and of the stacked pages
 RECTANGLE, POLYGON, EXTENT, LAYER, PLACE, TEXT = range(6)
+
+# The inputs a scene table comes from: when one changes, the table no longer says what a
+# Build would use (issue 16, bug 1).
+SEARCH_FIELDS = ("catalog_url", "collection", "start", "end", "max_scene_cloud",
+                 "max_aoi_cloud", "invalid_scl", "dilation")
+# Above these, Search and Build ask first (issue 16, bug 4).
+MAX_PIXELS = 100_000_000
+MAX_AREA_KM2 = 10_000.0
+SUCCESS_SECONDS = 10  # successes and notes time out; errors stay until closed
 
 _POLYGON_FILTER = getattr(getattr(Qgis, "LayerFilter", None), "PolygonLayer", None) or getattr(
     QgsMapLayerProxyModel, "PolygonLayer", None)
@@ -87,6 +108,11 @@ class ClearskyDialog(BASE, FORM):
         self.task: Optional[tasks.EngineTask] = None
         self.places: List[core_aoi.Place] = []
         self.footprints_id: Optional[str] = None
+        self.aoi_name = ""  # a layer or place name, for the default output file name
+        self.searched_key: Optional[tuple] = None  # the inputs the scene table came from
+        self.summary = ""  # what the table's summary says while it is current
+        self._chosen_crs = QgsCoordinateReferenceSystem()  # the CRS picked when UTM is off
+        self._hidden_for_drawing = False
         self.band = aoi_rubber_band(self.canvas)
         self.rectangle_tool = RectangleMapTool(self.canvas)
         self.polygon_tool = PolygonMapTool(self.canvas)
@@ -106,6 +132,7 @@ class ClearskyDialog(BASE, FORM):
         self._setup_widgets()
         self._connect()
         self.restore_settings()
+        self._watch_search_inputs()
 
     # -- set-up ------------------------------------------------------------------------------
     def _setup_widgets(self) -> None:
@@ -120,6 +147,7 @@ class ClearskyDialog(BASE, FORM):
         self.outputWidget.setConfirmOverwrite(False)  # asked once, when building
         self.crsWidget.setOptionVisible(QgsProjectionSelectionWidget.CrsOption.ProjectCrs, True)
         scenes.setup_table(self.sceneTable)
+        self.scenesSummary.setWordWrap(True)  # a long note must not widen the dialog
         self.buttonBox.button(QDialogButtonBox.StandardButton.Close).setText(self.tr("Close"))
 
     def _connect(self) -> None:
@@ -138,8 +166,10 @@ class ClearskyDialog(BASE, FORM):
         self.addCatalogButton.clicked.connect(self.add_catalog)
         self.methodCombo.currentIndexChanged.connect(self._update_enabled)
         self.bandsCombo.currentIndexChanged.connect(self._update_enabled)
-        self.utmCheck.toggled.connect(self._update_enabled)
-        self.crsWidget.crsChanged.connect(self._update_enabled)
+        self.utmCheck.toggled.connect(self._show_crs)
+        self.crsWidget.crsChanged.connect(self._crs_picked)
+        self.percentileSpin.valueChanged.connect(self._update_output_hint)
+        self.canvas.mapToolSet.connect(self._map_tool_set)
         self.searchButton.clicked.connect(self.search)
         self.buildButton.clicked.connect(self.build)
         self.cancelButton.clicked.connect(self.cancel)
@@ -157,21 +187,132 @@ class ClearskyDialog(BASE, FORM):
         self.searchButton.setEnabled(not busy)
         self.buildButton.setEnabled(not busy)
         self.cancelButton.setEnabled(busy)
+        self._update_output_hint()
+
+    # -- the scene table and the inputs it came from ----------------------------------------
+    def _watch_search_inputs(self) -> None:
+        for field in SEARCH_FIELDS:
+            widget = self.option_widgets[field]
+            if isinstance(widget, QComboBox):
+                widget.currentTextChanged.connect(self._search_inputs_changed)
+            elif isinstance(widget, QDateEdit):
+                widget.dateChanged.connect(self._search_inputs_changed)
+            elif isinstance(widget, (QSpinBox, QDoubleSpinBox)):
+                widget.valueChanged.connect(self._search_inputs_changed)
+            elif isinstance(widget, QLineEdit):
+                widget.textChanged.connect(self._search_inputs_changed)
+
+    def search_key(self) -> tuple:
+        """The search inputs as the widgets show them now (unparsable text as typed)."""
+        parts: List[Any] = [None if self.aoi is None else (self.aoi.geometry.wkt, self.aoi.crs)]
+        for field in SEARCH_FIELDS:
+            widget = self.option_widgets[field]
+            try:
+                parts.append(option_widgets.get(opts.option(field), widget))
+            except ClearskyError:
+                parts.append(("typed", widget.text() if isinstance(widget, QLineEdit) else ""))
+        return tuple(parts)
+
+    def table_is_current(self) -> bool:
+        """True when the table lists what a search with the current inputs found."""
+        return self.sceneTable.rowCount() > 0 and self.search_key() == self.searched_key
+
+    def _search_inputs_changed(self, *_: Any) -> None:
+        self._update_output_hint()
+        if not self.sceneTable.rowCount():
+            return
+        current = self.table_is_current()
+        self.sceneTable.setEnabled(current)
+        self.scenesSummary.setText(self.summary if current else self.tr(
+            "The search inputs changed since this search: Search again to list the scenes "
+            "they find. Build now searches again and uses every scene that passes."))
+
+    def _clear_table(self, summary: str) -> None:
+        self.sceneTable.setRowCount(0)
+        self.sceneTable.setEnabled(True)
+        self.searched_key = None
+        self.summary = summary
+        self.scenesSummary.setText(summary)
+
+    # -- target CRS --------------------------------------------------------------------------
+    def utm_crs(self) -> Optional[str]:
+        """The UTM zone the engine will use for the current AOI (None without an AOI)."""
+        if self.aoi is None:
+            return None
+        try:
+            return utm_crs_for(self.aoi)
+        except Exception:  # noqa: BLE001 - only a display hint
+            return None
+
+    def _show_crs(self, *_: Any) -> None:
+        """The greyed CRS box shows the UTM zone that will be used; unticked, the user's CRS."""
+        utm = self.utmCheck.isChecked()
+        shown = QgsCoordinateReferenceSystem(self.utm_crs() or "") if utm else self._chosen_crs
+        if shown.isValid():
+            self.crsWidget.blockSignals(True)
+            self.crsWidget.setCrs(shown)
+            self.crsWidget.blockSignals(False)
+        self._update_enabled()
+
+    def _crs_picked(self, crs: QgsCoordinateReferenceSystem) -> None:
+        if not self.utmCheck.isChecked():
+            self._chosen_crs = QgsCoordinateReferenceSystem(crs)
+        self._update_enabled()
+
+    # -- default output ----------------------------------------------------------------------
+    def output_folder(self) -> Path:
+        folder = Path(settings.value("output_folder", str(Path.home())))
+        return folder if folder.is_dir() else Path.home()
+
+    def default_output(self) -> Path:
+        """A remembered folder plus a name from the AOI, the dates and the method; never an
+        existing file (clearsky_<aoi>_<start>_<end>_<method>.tif, then _2, _3 ...)."""
+        parts = ["clearsky"]
+        slug = re.sub(r"[^A-Za-z0-9]+", "-", self.aoi_name).strip("-").lower()[:40]
+        if slug:
+            parts.append(slug)
+        parts += [self.startDate.date().toString("yyyy-MM-dd"),
+                  self.endDate.date().toString("yyyy-MM-dd")]
+        method = Method(self.methodCombo.currentData())
+        parts.append(f"p{self.percentileSpin.value():g}" if method is Method.PERCENTILE
+                     else method.value)
+        folder, stem = self.output_folder(), "_".join(parts)
+        path, n = folder / f"{stem}.tif", 2
+        while path.exists():
+            path, n = folder / f"{stem}_{n}.tif", n + 1
+        return path
+
+    def _update_output_hint(self, *_: Any) -> None:
+        edit = self.outputWidget.lineEdit()
+        if edit is not None:
+            edit.setPlaceholderText(self.tr("Empty: {path}").format(path=self.default_output()))
 
     # -- messages ----------------------------------------------------------------------------
-    def message(self, text: str, level: Any = Qgis.MessageLevel.Info, duration: int = 10) -> None:
-        """In the dialog's bar and in QGIS's message bar, so it is seen where the user looks."""
-        self.bar.pushMessage("Clearsky", text, level, duration)
-        self.iface.messageBar().pushMessage("Clearsky", text, level, duration)
+    def message(self, text: str, level: Any = Qgis.MessageLevel.Info,
+                duration: Optional[int] = None) -> None:
+        """Once, where the user looks: the dialog's bar while it is shown, else QGIS's.
+
+        Errors stay until closed; everything else times out."""
+        if duration is None:
+            duration = 0 if level == Qgis.MessageLevel.Critical else SUCCESS_SECONDS
+        bar = self.bar if self.isVisible() else self.iface.messageBar()
+        bar.pushMessage("Clearsky", text, level, duration)
 
     def error(self, text: str, details: str = "") -> None:
-        self.message(text, Qgis.MessageLevel.Critical, 0)
-        log(text + (f"\n{details}" if details else ""), Qgis.MessageLevel.Critical)
+        """A handled error is a warning in the log; a traceback only for unexpected ones."""
+        self.message(text, Qgis.MessageLevel.Critical)
+        if details:
+            log(f"{text}\n{details}", Qgis.MessageLevel.Critical)
+        else:
+            log(text, Qgis.MessageLevel.Warning)
 
     # -- area of interest --------------------------------------------------------------------
-    def set_aoi(self, aoi: Aoi, source: str) -> None:
-        """Show the AOI on the canvas with its area; a new AOI voids the previous search."""
+    def set_aoi(self, aoi: Aoi, source: str, name: str = "") -> None:
+        """Show the AOI on the canvas with its area; a new AOI voids the previous search.
+
+        `name` (a layer or place) goes into the default output file name."""
         self.aoi = aoi
+        self.aoi_name = name
         canvas_crs = self.canvas.mapSettings().destinationCrs()
         self.band.setToGeometry(aoi_to_geometry(aoi, canvas_crs), None)
         self.band.show()
@@ -180,24 +321,29 @@ class ClearskyDialog(BASE, FORM):
             else "custom CRS"))
         settings.set_value("aoi_wkt", aoi.geometry.wkt)
         settings.set_value("aoi_crs", aoi.crs)
-        self.sceneTable.setRowCount(0)
-        self.scenesSummary.setText(self.tr("Search to list the scenes over the area."))
+        settings.set_value("aoi_name", name)
+        self._clear_table(self.tr("Search to list the scenes over the area."))
+        self._show_crs()
 
-    def _try_aoi(self, make, source: str) -> bool:
+    def _try_aoi(self, make, source: str, name: str = "") -> bool:
         try:
             aoi = make()
         except ClearskyError as exc:
             self.error(str(exc))
             return False
-        self.set_aoi(aoi, source)
+        self.set_aoi(aoi, source, name)
         return True
 
     def _activate(self, tool) -> None:
+        """Give the canvas to a drawing tool; the dialog steps aside until drawing ends."""
         current = self.canvas.mapTool()
         if current not in (self.rectangle_tool, self.polygon_tool):
             self._previous_tool = current
         self.canvas.setMapTool(tool)
         self.canvas.setFocus()
+        if self.isVisible():
+            self._hidden_for_drawing = True
+            self.hide()
 
     def _restore_tool(self) -> None:
         if self.canvas.mapTool() in (self.rectangle_tool, self.polygon_tool):
@@ -205,6 +351,18 @@ class ClearskyDialog(BASE, FORM):
                 self.canvas.setMapTool(self._previous_tool)
             else:
                 self.canvas.unsetMapTool(self.canvas.mapTool())
+        self._show_again()
+
+    def _map_tool_set(self, new_tool, *_: Any) -> None:
+        """Another tool taken from the toolbar also ends drawing: the dialog comes back."""
+        if new_tool not in (self.rectangle_tool, self.polygon_tool):
+            self._show_again()
+
+    def _show_again(self) -> None:
+        if self._hidden_for_drawing and not sip.isdeleted(self):
+            self._hidden_for_drawing = False
+            self.show()
+            self.raise_()
 
     def _drawn(self, geometry) -> None:
         crs = self.canvas.mapSettings().destinationCrs()
@@ -222,7 +380,7 @@ class ClearskyDialog(BASE, FORM):
         layer = self.layerCombo.currentLayer()
         selected = self.selectedOnly.isChecked()
         name = layer.name() if layer is not None else ""
-        self._try_aoi(lambda: aoi_from_layer(layer, selected), name)
+        self._try_aoi(lambda: aoi_from_layer(layer, selected), name, name)
 
     def use_text(self) -> None:
         text = self.aoiText.toPlainText()
@@ -241,11 +399,14 @@ class ClearskyDialog(BASE, FORM):
         url = nominatim_url()
         self._start(tasks.EngineTask(
             self.tr("Clearsky: find {name}").format(name=name),
-            lambda progress: geocode(name, url=url), self._places_found))
+            lambda progress: geocode(name, url=url), self._callback(self._places_found)))
 
     def _places_found(self, task: tasks.EngineTask) -> None:
         self._finish(task)
-        if task.error is not None or task.cancelled:
+        if task.cancelled:
+            self.message(task.message, Qgis.MessageLevel.Warning)
+            return
+        if task.error is not None:
             self.error(task.message, task.details)
             return
         self.places = list(task.result or [])
@@ -261,7 +422,8 @@ class ClearskyDialog(BASE, FORM):
     def use_place(self, index: int) -> None:
         if 0 <= index < len(self.places):
             place = self.places[index]
-            self.set_aoi(place.aoi, place.name.split(",")[0])
+            short = place.name.split(",")[0]
+            self.set_aoi(place.aoi, short, short)
 
     # -- catalog -----------------------------------------------------------------------------
     def add_catalog(self) -> None:
@@ -305,7 +467,7 @@ class ClearskyDialog(BASE, FORM):
         values["collection"] = values["collection"] or DEFAULT_COLLECTION
         return MosaicParams(
             aoi=self.aoi,
-            output=Path(output) if output else None,
+            output=Path(output) if output else self.default_output(),
             bands=self.bands(),
             target_crs=self.target_crs(),
             **values,
@@ -324,35 +486,51 @@ class ClearskyDialog(BASE, FORM):
         try:
             params = self.search_params()
             params.validate()
+            if not self.size_is_acceptable(params, with_grid=False):
+                return None
         except ClearskyError as exc:
             self.error(str(exc))
             return None
+        key = self.search_key()
         self.scenesSummary.setText(self.tr("Searching…"))
-        return self._start(tasks.EngineTask(
+        task = tasks.EngineTask(
             self.tr("Clearsky: search scenes"),
-            lambda progress: search_scenes(params, progress), self._searched, log))
+            lambda progress: search_scenes(params, progress), self._callback(self._searched))
+        task.params = key
+        return self._start(task)
 
     def _searched(self, task: tasks.EngineTask) -> None:
         self._finish(task)
         if task.error is not None or task.cancelled:
-            self.scenesSummary.setText(task.message)
+            self._clear_table(task.message)
             if task.cancelled:
-                self.message(task.message, Qgis.MessageLevel.Info)
+                self.message(task.message, Qgis.MessageLevel.Warning)
             else:
                 self.error(task.message, task.details)
             return
         result = task.result
         scenes.fill_table(self.sceneTable, result.reports)
-        self.scenesSummary.setText(self.tr("{n} scenes found, {k} kept.").format(
-            n=len(result.reports), k=len(result.kept)) + "".join(f" {n}" for n in result.notes))
+        self.searched_key = task.params
+        summary = self.tr("{n} scenes found, {k} kept.").format(
+            n=len(result.reports), k=len(result.kept)) + "".join(f" {n}" for n in result.notes)
+        if not result.reports:
+            summary += " " + self.tr(
+                "Nothing found: widen the dates, check the collection and the catalog, or "
+                "draw the area where Sentinel-2 has data.")
+        elif not result.kept:
+            summary += " " + self.tr(
+                "None is clear enough: raise the maximum AOI cloud or scene cloud, or widen "
+                "the dates.")
+        self.summary = summary
+        self.scenesSummary.setText(summary)
+        self._search_inputs_changed()  # inputs edited while the search ran: stale at once
         self._show_footprints(result.reports)
 
     def _show_footprints(self, reports) -> None:
-        project = QgsProject.instance()
-        if self.footprints_id and project.mapLayer(self.footprints_id) is not None:
-            project.removeMapLayer(self.footprints_id)
-        layer = scenes.footprints_layer(reports, self.tr("Clearsky scene footprints"))
-        project.addMapLayer(layer)
+        """One footprints layer per project, found by its tag and refilled in place (even one
+        a previous session of the plugin made), so reloads and searches never stack copies."""
+        layer = scenes.update_footprints(QgsProject.instance(), reports,
+                                         self.tr("Clearsky scene footprints (temporary)"))
         self.footprints_id = layer.id()
 
     def footprints(self):
@@ -364,14 +542,22 @@ class ClearskyDialog(BASE, FORM):
         if self.task is not None:
             return None
         self.save_settings()
+        typed_output = self.outputWidget.filePath().strip()
         try:
             params = self.mosaic_params()
             params.validate()
-            if self.sceneTable.rowCount():
+            if not self.size_is_acceptable(params, with_grid=True):
+                return None
+            if self.table_is_current():  # exactly the scenes the user sees and ticked
                 params.scene_ids = scenes.checked_ids(self.sceneTable)
                 if not params.scene_ids:
                     raise InvalidParameterError(
                         self.tr("Every scene is unticked: tick at least one, or search again."))
+            elif self.sceneTable.rowCount():
+                self.message(self.tr(
+                    "The search inputs changed since the scene table was filled: Build searches "
+                    "again and uses every scene that passes the filters."),
+                    Qgis.MessageLevel.Info)
             try:
                 check_output_path(params.output, overwrite=False)
             except OutputError:
@@ -386,11 +572,51 @@ class ClearskyDialog(BASE, FORM):
         except ClearskyError as exc:
             self.error(str(exc))
             return None
+        if not typed_output:  # the default name: shown in the field, its folder remembered
+            self.outputWidget.setFilePath(str(params.output))
+        settings.set_value("output_folder", str(params.output.parent))
         task = tasks.EngineTask(
             self.tr("Clearsky: build mosaic {name}").format(name=params.output.name),
-            lambda progress: build_mosaic(params, progress), self._built, log)
+            lambda progress: build_mosaic(params, progress), self._callback(self._built))
         task.params = params
         return self._start(task)
+
+    def size_is_acceptable(self, params: SearchParams, with_grid: bool) -> bool:
+        """Refuse an output grid the engine refuses; ask before a very large AOI or output.
+
+        Runs before any work starts; the figures are in the question."""
+        figures = []
+        if with_grid and isinstance(params, MosaicParams):
+            grid = output_grid(params.aoi, params.target_crs, params.resolution)  # may refuse
+            pixels = grid.width * grid.height
+            if pixels > MAX_PIXELS:
+                per_pixel = len(params.bands) * (1 if params.output_type.value == "visual" else 2)
+                figures.append(self.tr(
+                    "{w:,} x {h:,} pixels ({mp:,.0f} million) in {crs} at {res:g} m, about "
+                    "{gib:,.1f} GiB before compression").format(
+                        w=grid.width, h=grid.height, mp=pixels / 1e6, crs=grid.crs,
+                        res=params.resolution, gib=pixels * per_pixel / 2**30))
+        area = params.aoi.area_km2
+        if area > MAX_AREA_KM2:
+            figures.append(self.tr("an area of interest of {area:,.0f} km²").format(area=area))
+        if not figures:
+            return True
+        text = self.tr(
+            "This is a very large job: {figures}. Every scene over it is searched and read, "
+            "which can take hours and a lot of disk. Continue?").format(
+                figures="; ".join(figures))
+        if self.confirm_large(text):
+            return True
+        self.message(self.tr("Not started: the area or output is very large. Draw a smaller "
+                             "area or choose a coarser resolution."), Qgis.MessageLevel.Info)
+        return False
+
+    def confirm_large(self, text: str) -> bool:
+        answer = QMessageBox.question(
+            self, self.tr("Very large job"), text,
+            QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No,
+            QMessageBox.StandardButton.No)
+        return answer == QMessageBox.StandardButton.Yes
 
     def confirm_overwrite(self, path: Path) -> bool:
         answer = QMessageBox.question(
@@ -408,21 +634,34 @@ class ClearskyDialog(BASE, FORM):
             self.error(task.message, task.details)
             return
         result = task.result
-        layer = QgsRasterLayer(str(result.output), result.output.stem)
-        if not layer.isValid():
+        layer = replace_or_add_raster(QgsProject.instance(), result.output,
+                                      lambda lyr: style_mosaic_layer(
+                                          lyr, result.band_names, task.params.output_type))
+        if layer is None:
             self.error(self.tr("QGIS cannot open the mosaic {path}.").format(path=result.output))
             return
-        style_mosaic_layer(layer, result.band_names, task.params.output_type)
-        QgsProject.instance().addMapLayer(layer)
-        self.message(self.tr("Mosaic written to {out}; scene report {csv} (and {json}).").format(
-            out=result.output, csv=result.report_csv, json=result.report_json.name),
-            Qgis.MessageLevel.Success, 0)
+        self.statusLabel.setText(self.tr("Done: {name}").format(name=result.output.name))
+        if result.report_csv is not None:
+            text = self.tr("Mosaic written to {out}; scene report {csv} (and {json}).").format(
+                out=result.output, csv=result.report_csv, json=result.report_json.name)
+        else:
+            text = self.tr("Mosaic written to {out}.").format(out=result.output)
+        self.message(text, Qgis.MessageLevel.Success)
 
     # -- tasks -------------------------------------------------------------------------------
+    def _callback(self, method):
+        """A task callback that does nothing once this dialog has been deleted."""
+        def call(task: tasks.EngineTask) -> None:
+            if not sip.isdeleted(self):
+                method(task)
+        return call
+
     def _start(self, task: tasks.EngineTask) -> tasks.EngineTask:
         self.task = task
         self.progressBar.setValue(0)
+        self.statusLabel.setText(task.description())
         task.progressChanged.connect(self._on_progress)
+        task.info.connect(self._on_info)  # queued: emitted in the worker thread
         tasks.start(task)
         self._update_enabled()
         return task
@@ -431,11 +670,40 @@ class ClearskyDialog(BASE, FORM):
     def _on_progress(self, value: float) -> None:
         self.progressBar.setValue(int(value))
 
+    @pyqtSlot(str)
+    def _on_info(self, text: str) -> None:
+        """An engine phase, live: beside the progress bar and once in the Clearsky log."""
+        self.statusLabel.setText(text)
+        log(text)
+
+    def _release(self, task: tasks.EngineTask) -> None:
+        for signal, slot in ((task.progressChanged, self._on_progress),
+                             (task.info, self._on_info)):
+            with contextlib.suppress(TypeError, RuntimeError):
+                signal.disconnect(slot)
+
     def _finish(self, task: tasks.EngineTask) -> None:
+        self._release(task)
         if self.task is task:
             self.task = None
-        self.progressBar.setValue(0 if task.error is not None or task.cancelled else 100)
+        failed = task.error is not None or task.cancelled
+        self.progressBar.setValue(0 if failed else 100)
+        if task.cancelled:
+            self.statusLabel.setText(self.tr("Cancelled"))
+        elif task.error is not None:
+            self.statusLabel.setText(self.tr("Stopped: see the message above"))
+        else:
+            self.statusLabel.setText(self.tr("Done"))
         self._update_enabled()
+
+    def detach_task(self) -> None:
+        """Unload: the running task is cancelled and will call nothing of this dialog."""
+        task = self.task
+        if task is not None:
+            self._release(task)
+            task.detach()
+            task.cancel()
+            self.task = None
 
     def cancel(self) -> None:
         if self.task is not None:
@@ -457,9 +725,12 @@ class ClearskyDialog(BASE, FORM):
         s("bands_preset", self.bandsCombo.currentIndex())
         s("custom_bands", self.customBands.text())
         s("utm", self.utmCheck.isChecked())
-        s("crs", self.target_crs() or "")
+        chosen = self._chosen_crs
+        s("crs", (chosen.authid() or chosen.toWkt()) if chosen.isValid() else "")
         s("output", self.outputWidget.filePath())
         s("selected_only", self.selectedOnly.isChecked())
+        s("geometry", bytes(self.saveGeometry().toHex()).decode())
+        s("splitter", bytes(self.splitter.saveState().toHex()).decode())
 
     def restore_settings(self) -> None:
         v = settings.value
@@ -472,9 +743,10 @@ class ClearskyDialog(BASE, FORM):
             "start": today - timedelta(days=30), "end": today, "target_date": None})
         self.bandsCombo.setCurrentIndex(v("bands_preset", 0, int))
         self.customBands.setText(v("custom_bands", ""))
-        self.utmCheck.setChecked(v("utm", False, bool))
         crs = QgsCoordinateReferenceSystem(v("crs", ""))
-        self.crsWidget.setCrs(crs if crs.isValid() else QgsProject.instance().crs())
+        self._chosen_crs = crs if crs.isValid() else QgsProject.instance().crs()
+        self.crsWidget.setCrs(self._chosen_crs)
+        self.utmCheck.setChecked(v("utm", True, bool))
         self.outputWidget.setFilePath(v("output", ""))
         self.selectedOnly.setChecked(v("selected_only", False, bool))
         self.aoiText.setPlainText(v("aoi_text", ""))
@@ -485,8 +757,14 @@ class ClearskyDialog(BASE, FORM):
         wkt, crs_text = v("aoi_wkt", ""), v("aoi_crs", "")
         if wkt and crs_text:
             with contextlib.suppress(ClearskyError):  # a broken stored AOI is not restored
-                self.set_aoi(parse_aoi(wkt, crs_text), self.tr("last session"))
-        self._update_enabled()
+                self.set_aoi(parse_aoi(wkt, crs_text), self.tr("last session"),
+                             v("aoi_name", ""))
+        for name, restore in (("geometry", self.restoreGeometry),
+                              ("splitter", self.splitter.restoreState)):
+            stored = v(name, "")
+            if stored:
+                restore(QByteArray.fromHex(stored.encode()))
+        self._show_crs()
 
     def showEvent(self, event) -> None:
         if self.aoi is not None:
@@ -494,6 +772,7 @@ class ClearskyDialog(BASE, FORM):
         super().showEvent(event)
 
     def closeEvent(self, event) -> None:
+        self._hidden_for_drawing = False
         self.save_settings()
         self._restore_tool()
         self.band.hide()
@@ -518,7 +797,9 @@ def close_dialog() -> None:
     """For plugin unload: cancel a running task, remove the AOI band, drop the dialog."""
     global _INSTANCE
     if _INSTANCE is not None:
-        _INSTANCE.cancel()
+        _INSTANCE.detach_task()
+        with contextlib.suppress(TypeError, RuntimeError):
+            _INSTANCE.canvas.mapToolSet.disconnect(_INSTANCE._map_tool_set)
         _INSTANCE.close()
         _INSTANCE.canvas.scene().removeItem(_INSTANCE.band)
         _INSTANCE.deleteLater()

@@ -7,7 +7,8 @@ not QGIS's default cumulative-cut stretch, so neighbouring mosaics look the same
 
 from __future__ import annotations
 
-from typing import Any, Optional, Sequence, Tuple
+from pathlib import Path
+from typing import Any, Callable, Optional, Sequence, Tuple
 
 from qgis.core import (
     Qgis,
@@ -98,3 +99,36 @@ def style_footprints_layer(layer: QgsVectorLayer) -> None:
     root.appendChild(other)
     layer.setRenderer(QgsRuleBasedRenderer(root))
     layer.triggerRepaint()
+
+
+def _same_file(source: str, path: Path) -> bool:
+    try:
+        return Path(source.split("|")[0]).resolve() == path.resolve()
+    except (OSError, ValueError):
+        return False
+
+
+def replace_or_add_raster(project: Any, path: Path, style: Callable[[QgsRasterLayer], None]
+                          ) -> Optional[QgsRasterLayer]:
+    """The layer of the file at `path`: an existing layer of that file is pointed at the new
+    file in place (same name and position in the layer tree), else a new one is added.
+
+    None when QGIS cannot open the file."""
+    path = Path(path)
+    existing = [lyr for lyr in project.mapLayers().values()
+                if isinstance(lyr, QgsRasterLayer) and _same_file(lyr.source(), path)]
+    if existing:
+        layer = existing[0]
+        layer.setDataSource(str(path), layer.name(), "gdal")
+        if not layer.isValid():
+            return None
+        style(layer)
+        layer.reload()
+        layer.triggerRepaint()
+        return layer
+    layer = QgsRasterLayer(str(path), path.stem)
+    if not layer.isValid():
+        return None
+    style(layer)
+    project.addMapLayer(layer)
+    return layer

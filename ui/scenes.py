@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import FrozenSet, List, Optional, Sequence
+from typing import Any, FrozenSet, List, Optional, Sequence
 
 from qgis.core import QgsFeature, QgsField, QgsFields, QgsGeometry, QgsVectorLayer
 from qgis.PyQt.QtCore import QCoreApplication, Qt
@@ -115,6 +115,9 @@ FOOTPRINT_FIELDS = [
 ]
 
 
+FOOTPRINTS_ROLE = "clearsky/role"  # a custom property: the layer is Clearsky's footprints
+
+
 def footprints_layer(reports: Sequence[SceneReport], name: str) -> QgsVectorLayer:
     """A memory layer (EPSG:4326) of the scene footprints, kept and left-out styled apart."""
     layer = QgsVectorLayer("MultiPolygon?crs=EPSG:4326", name, "memory")
@@ -123,6 +126,16 @@ def footprints_layer(reports: Sequence[SceneReport], name: str) -> QgsVectorLaye
         fields.append(QgsField(field_name, kind))
     layer.dataProvider().addAttributes(fields)
     layer.updateFields()
+    layer.setCustomProperty(FOOTPRINTS_ROLE, "footprints")
+    fill_footprints(layer, reports)
+    style_footprints_layer(layer)
+    return layer
+
+
+def fill_footprints(layer: QgsVectorLayer, reports: Sequence[SceneReport]) -> None:
+    """Replace the layer's features with one per report."""
+    provider = layer.dataProvider()
+    provider.truncate()
     features = []
     for report in reports:
         row = report.row()
@@ -132,7 +145,29 @@ def footprints_layer(reports: Sequence[SceneReport], name: str) -> QgsVectorLaye
         feature.setGeometry(geometry)
         feature.setAttributes([row[f] for f, _ in FOOTPRINT_FIELDS])
         features.append(feature)
-    layer.dataProvider().addFeatures(features)
+    provider.addFeatures(features)
     layer.updateExtents()
-    style_footprints_layer(layer)
+    layer.triggerRepaint()
+
+
+def find_footprints(project: Any) -> List[QgsVectorLayer]:
+    """Every footprints layer Clearsky put in the project (this session or an earlier one)."""
+    return [lyr for lyr in project.mapLayers().values()
+            if isinstance(lyr, QgsVectorLayer) and lyr.customProperty(FOOTPRINTS_ROLE) ==
+            "footprints"]
+
+
+def update_footprints(project: Any, reports: Sequence[SceneReport], name: str
+                      ) -> QgsVectorLayer:
+    """Refill the project's footprints layer in place, or add one; never a second copy."""
+    found = find_footprints(project)
+    if found:
+        layer = found[0]
+        if len(found) > 1:  # left over from older versions: keep one
+            project.removeMapLayers([lyr.id() for lyr in found[1:]])
+        layer.setName(name)
+        fill_footprints(layer, reports)
+        return layer
+    layer = footprints_layer(reports, name)
+    project.addMapLayer(layer)
     return layer

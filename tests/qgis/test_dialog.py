@@ -494,6 +494,7 @@ def test_choices_and_custom_catalogs_persist(qgis_iface, canvas, dlg, tmp_path):
     dlg.methodCombo.setCurrentIndex(2)
     dlg.percentileSpin.setValue(75)
     dlg.bandsCombo.setCurrentIndex(1)
+    dlg.utmCheck.setChecked(False)  # on by default: the AOI's UTM zone
     dlg.crsWidget.setCrs(QgsCoordinateReferenceSystem("EPSG:25833"))
     dlg.resolutionSpin.setValue(20)
     dlg.clipCheck.setChecked(False)

@@ -34,7 +34,7 @@ def test_action_opens_one_non_modal_dialog(iface_with_menus, monkeypatch):
     plugin = clearsky.classFactory(iface)
     plugin.initGui()
     try:
-        menus.raster_menu.actions()[0].menu().actions()[0].trigger()  # Raster > Clearsky
+        menus.raster_menu.actions()[0].menu().actions()[0].trigger()  # Raster > Clearsky >
         first = shown_dialogs()
         assert len(first) == 1 and not first[0].isModal()
         assert first[0].windowTitle() == "Clearsky: cloud-free Sentinel-2 mosaic"

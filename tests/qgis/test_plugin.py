@@ -72,13 +72,16 @@ def test_package_imports_without_qgis():
     assert out.stdout.strip() == "True []"
 
 
-def test_load_unload_load_again_with_iface(iface_with_menus):
+def test_load_unload_load_again_with_iface(iface_with_menus, monkeypatch):
     iface, menus = iface_with_menus
+    monkeypatch.setattr(iface, "rasterMenu", lambda: menus.raster_menu, raising=False)
     for _ in range(2):  # loading after an unload must work too
         plugin = clearsky.classFactory(iface)
         plugin.initGui()
-        assert menus.toolbar_texts() == ["Clearsky"]
-        assert menus.raster_entries() == {"Clearsky": ["Clearsky"]}
+        assert menus.toolbar_texts() == ["Cloud-free Mosaic…"]
+        # one entry with a verb and an ellipsis, not Raster > Clearsky > Clearsky
+        assert [a.text() for a in menus.raster_menu.actions()] == ["Cloud-free Mosaic…"]
+        assert menus.raster_entries() == {}
         action = menus.toolbar.actions()[0]
         assert not action.icon().isNull()
         assert action.icon().pixmap(32, 32).toImage().pixelColor(16, 16).alpha() == 255
@@ -89,9 +92,18 @@ def test_load_unload_load_again_with_iface(iface_with_menus):
 
         plugin.unload()
         assert menus.toolbar_texts() == []
-        assert menus.raster_entries() == {}
+        assert menus.raster_menu.actions() == []
         assert registry().providerById("clearsky") is None
         assert registry().algorithmById("clearsky:buildmosaic") is None
+
+
+def test_without_a_raster_menu_the_entry_goes_into_a_submenu(iface_with_menus):
+    iface, menus = iface_with_menus  # the stub iface answers rasterMenu() with a mock
+    plugin = clearsky.classFactory(iface)
+    plugin.initGui()
+    assert menus.raster_entries() == {"Clearsky": ["Cloud-free Mosaic…"]}
+    plugin.unload()
+    assert menus.raster_entries() == {}
 
 
 def test_headless_load_registers_only_the_provider(qgis_iface):

@@ -21,9 +21,10 @@ from qgis.utils import iface
 def state():
     return {
         "active": utils.isPluginLoaded("clearsky"),
-        "raster": {a.text(): [s.text() for s in a.menu().actions()]
-                   for a in iface.rasterMenu().actions() if a.menu() and a.text() == "Clearsky"},
-        "toolbar": [a.text() for a in iface.pluginToolBar().actions() if a.text() == "Clearsky"],
+        "raster": [a.text() for a in iface.rasterMenu().actions()
+                   if "Clearsky" in a.text() or "Mosaic" in a.text()],
+        "toolbar": [a.text() for a in iface.pluginToolBar().actions()
+                    if a.text() == "Cloud-free Mosaic…"],
         "provider": QgsApplication.processingRegistry().providerById("clearsky") is not None,
     }
 
@@ -54,9 +55,10 @@ def test_qgis_desktop_shows_menu_toolbar_and_provider(qgis_process_env, tmp_path
     )
     assert result.exists(), out.stdout + out.stderr
     loaded, unloaded, reloaded = json.loads(result.read_text())
-    shown = {"active": True, "raster": {"Clearsky": ["Clearsky"]}, "toolbar": ["Clearsky"],
+    # one Raster menu entry with a verb and an ellipsis, no "Clearsky > Clearsky" sub-menu
+    shown = {"active": True, "raster": ["Cloud-free Mosaic…"], "toolbar": ["Cloud-free Mosaic…"],
              "provider": True}
     assert loaded == shown
-    assert unloaded == {"active": False, "raster": {}, "toolbar": [], "provider": False}
+    assert unloaded == {"active": False, "raster": [], "toolbar": [], "provider": False}
     assert reloaded == shown
     assert "Traceback" not in out.stdout + out.stderr

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import date
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -479,3 +480,63 @@ def test_help_url_opens_the_shipped_help_page_at_the_algorithm(provider, alg_id)
     assert f'id="{url.fragment()}"' in text
     for key in ("INVALID_SCL", "DILATION"):
         assert f"<code>{key}</code>" in text
+
+
+# ------------------------------------------------------------------ issue 16, item 11
+
+
+def test_search_dates_default_to_the_last_30_days_target_date_to_none(provider):
+    from datetime import timedelta
+
+    today = date.today()
+    for alg_id in ("clearsky:buildmosaic", "clearsky:searchscenes", "clearsky:clearclips"):
+        alg = algorithm(alg_id)  # kept: its parameters die with it
+        d = {p.name(): p for p in alg.parameterDefinitions()}
+        assert d["START_DATE"].defaultValue() == QDate(*(today - timedelta(days=30)).timetuple()
+                                                       [:3]), alg_id
+        assert d["END_DATE"].defaultValue() == QDate(today.year, today.month, today.day)
+    alg = algorithm("clearsky:buildmosaic")
+    d = {p.name(): p for p in alg.parameterDefinitions()}
+    assert d["TARGET_DATE"].defaultValue() is None
+    # with no dates given, the algorithm reads exactly those 30 days
+    given = base_params(Path("/tmp"))
+    del given["START_DATE"], given["END_DATE"]
+    params = alg.engine_params(given, context(), for_run=False)
+    assert (params.start, params.end) == (today - timedelta(days=30), today)
+
+
+def test_numbers_show_whole_percentages_and_two_decimals_for_the_resolution(provider):
+    alg = algorithm("clearsky:buildmosaic")
+    d = {p.name(): p for p in alg.parameterDefinitions()}
+    for name in ("MAX_SCENE_CLOUD", "MAX_AOI_CLOUD", "PERCENTILE"):
+        assert d[name].metadata()["widget_wrapper"]["decimals"] == 0, name
+    assert d["RESOLUTION"].metadata()["widget_wrapper"]["decimals"] == 2
+
+
+def test_report_left_as_skip_output_in_the_dialog_writes_no_report(
+        provider, iface_with_menus, served, world, tmp_path):
+    from processing.gui.AlgorithmDialog import AlgorithmDialog
+
+    k = world.known_aois["clear_under_cloudy"]
+    layer = polygon_layer([k.geometry_wgs84.wkt])
+    QgsProject.instance().addMapLayer(layer)  # the dialog's AOI box picks it
+    alg = algorithm("clearsky:buildmosaic")
+    dialog = AlgorithmDialog(alg, False, iface_with_menus[0].mainWindow())
+    try:
+        panel = dialog.mainWidget()
+        report = panel.wrappers["REPORT"]
+        assert not report.parameterValue()  # the dialog shows [Skip output] by default
+        entered = dialog.createProcessingParameters()  # what Run hands to the algorithm
+    finally:
+        dialog.deleteLater()
+    assert "REPORT" in entered and entered["REPORT"] is None
+
+    import processing
+
+    out = tmp_path / "skipped.tif"
+    result = processing.run("clearsky:buildmosaic", {
+        "AOI": layer, "START_DATE": "2024-06-01", "END_DATE": "2024-06-30",
+        "CATALOG": served.stac_url, "OUTPUT": str(out), "REPORT": entered["REPORT"]})
+    assert result == {"OUTPUT": str(out)}
+    assert out.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["skipped.tif"]
+    QgsProject.instance().removeMapLayer(layer.id())
