@@ -128,6 +128,7 @@ class ClearskyDialog(BASE, FORM):
             "output_type": self.outputTypeCombo, "count_band": self.countBand,
             "source_band": self.sourceBand, "target_date": (self.targetDateCheck, self.targetDate),
             "resolution": self.resolutionSpin, "clip_to_aoi": self.clipCheck,
+            "executor": self.executorEdit, "resume": self.resumeCheck,
         }
         self._setup_widgets()
         self._connect()
@@ -470,6 +471,7 @@ class ClearskyDialog(BASE, FORM):
             output=Path(output) if output else self.default_output(),
             bands=self.bands(),
             target_crs=self.target_crs(),
+            gui=True,  # worker processes (EXECUTOR=local:N) would start QGIS again
             **values,
         )
 

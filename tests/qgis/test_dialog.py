@@ -580,3 +580,16 @@ def test_resolution_is_metres_for_a_geographic_target_crs(dlg, tmp_path):
     dlg.resolutionSpin.setValue(20)
     params = dlg.mosaic_params()
     assert params.target_crs == "EPSG:4326" and params.resolution == 20
+
+
+def test_worker_processes_are_refused_in_the_dialog_with_what_to_do(qgis_iface, dlg, tmp_path):
+    """EXECUTOR=local:N would start QGIS itself again: the dialog says to start a cluster."""
+    set_text_aoi(dlg, "13.5,52.33,13.52,52.35")
+    dlg.outputWidget.setFilePath(str(tmp_path / "m.tif"))
+    dlg.executorEdit.setText("local:2")
+    assert dlg.build() is None
+    text = messages(qgis_iface, Qgis.MessageLevel.Critical)[-1]
+    assert "dask scheduler" in text and "tcp://" in text
+    assert dlg.task is None and list(tmp_path.iterdir()) == []
+    dlg.executorEdit.setText("tcp://127.0.0.1:8786")
+    assert dlg.mosaic_params().executor == "tcp://127.0.0.1:8786"
