@@ -48,15 +48,38 @@ def mosaic(spec: dict) -> dict:
         method=spec["case"], target_crs=spec["aoi"]["crs"], resolution=spec["resolution"],
         overwrite=True, block_size=int(spec.get("block_size", 512)),
     )
+    workers = int(spec.get("dask_workers") or 0)
+    worker_rss: dict = {}
     t0 = time.perf_counter()
-    result = build_mosaic(params, executor=InlineExecutor() if spec.get("inline") else None)
-    seconds = time.perf_counter() - t0
+    if workers:  # the same block tasks on a LocalCluster of worker processes
+        import distributed
+
+        with distributed.LocalCluster(n_workers=workers, threads_per_worker=1,
+                                      processes=True, host="127.0.0.1", dashboard_address=None,
+                                      silence_logs=40) as cluster, \
+                distributed.Client(cluster) as client:
+            t0 = time.perf_counter()  # the cluster's start-up is not the mosaic's time
+            result = build_mosaic(params, executor=client.get_executor(pure=False))
+            seconds = time.perf_counter() - t0
+            worker_rss = client.run(_peak_rss_kb)
+    else:
+        result = build_mosaic(params, executor=InlineExecutor() if spec.get("inline") else None)
+        seconds = time.perf_counter() - t0
     used = {r.scene.id: r.pixels_contributed for r in result.reports if r.pixels_contributed}
     return {
         "seconds": seconds, "output": str(out), "shape": list(result.shape),
         "crs": result.crs, "bounds": list(result.bounds), "contributed": used,
         "kept": [r.scene.id for r in result.reports if r.kept],
+        "worker_peak_rss_kb": sorted(worker_rss.values()),
     }
+
+
+def _peak_rss_kb() -> int:
+    """A worker process's own high-water RSS (VmHWM), as bench/worker.py measures jobs."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    return 0
 
 
 def cloudcheck(spec: dict) -> dict:

@@ -4,7 +4,9 @@
                                   [--delay-ms 50] [--cases abcd] [--profile]
 
 Cases: (a) median, (b) best available pixel, (c) AOI cloud check of 50 scenes,
-(d) Clearsky scaling with AOI area x1, x4, x16. Writes bench/results/results.{json,md}.
+(d) Clearsky scaling with AOI area x1, x4, x16, (e) Clearsky's median on threads against a
+Dask LocalCluster of 2 worker processes (QGIS venv, 3 interleaved rounds).
+Writes bench/results/results.{json,md}.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ import numpy as np
 from harness import BANDS, COLLECTION, CRS, QGIS_PYTHON, Run, Workload
 
 RESULTS = Path(__file__).resolve().parent / "results"
-CASE_ORDER = ["median", "best", "cloudcheck", "scaling"]
+CASE_ORDER = ["median", "best", "cloudcheck", "scaling", "executor"]
 
 
 def machine() -> dict:
@@ -101,6 +103,24 @@ def cloud_case(ctx, work: Workload, side_km: float, n: int = 50) -> List[Run]:
     return list(runs.values())
 
 
+def executor_case(ctx, work: Workload, side_km: float, rounds: int = 3) -> List[Run]:
+    """The same block tasks on threads and on a LocalCluster(2 processes), interleaved."""
+    runs: List[Run] = []
+    for r in range(rounds):
+        for label, workers in (("threads", 0), ("LocalCluster(2)", 2)):
+            name = f"executor_{label}_{r}"
+            spec = work.spec("clearsky", "median", str(ctx.workdir / name),
+                             dask_workers=workers)
+            run = harness.measure(QGIS_PYTHON, "qgis", spec, ctx.served.assets, ctx.workdir,
+                                  side_km)
+            run.case = f"executor {label}"
+            rss = [kb / 1024 for kb in run.result.get("worker_peak_rss_kb", [])]
+            run.note = f"round {r + 1}" + (
+                f"; worker peak RSS MB {', '.join(f'{m:.0f}' for m in rss)}" if rss else "")
+            runs.append(run)
+    return runs
+
+
 class Context:
     """What every case needs: the archive, its servers, where to write, which engines."""
 
@@ -142,7 +162,7 @@ def main(argv=None) -> int:
     ap.add_argument("--aoi-km", type=float, default=20.0)
     ap.add_argument("--threads", type=int, default=8)
     ap.add_argument("--delay-ms", type=int, default=50)
-    ap.add_argument("--cases", default="abcd")
+    ap.add_argument("--cases", default="abcde")
     ap.add_argument("--profile", action="store_true", help="pyinstrument text per job")
     ap.add_argument("--keep", action="store_true", help="keep the jobs' outputs (temp dir)")
     ap.add_argument("--merge", action="store_true",
@@ -196,6 +216,8 @@ def main(argv=None) -> int:
                 for run in scaled:
                     run.case = f"scaling x{(side / sides[0]) ** 2:g}"
                 runs += scaled
+        if "e" in args.cases:
+            runs += executor_case(ctx, work, args.aoi_km)
     if not args.keep:  # outputs of every job: about 1 GB for the default cases
         shutil.rmtree(workdir, ignore_errors=True)
     info["load_after"] = os.getloadavg()[0]

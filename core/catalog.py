@@ -583,7 +583,8 @@ def search(
     from .deps import pystac_client
 
     url = params.catalog_url.rstrip("/")
-    stac_io = _stac_io(pystac_client, progress, timeout, deadline)
+    stac_io = _stac_io(pystac_client, progress, timeout, deadline,
+                       headers=getattr(params, "catalog_headers", None))
     try:
         return _search(pystac_client, stac_io, url, params, progress, page_size, max_items)
     finally:
@@ -634,8 +635,28 @@ def _search(pystac_client, stac_io, url, params, progress, page_size, max_items)
 _IO_CLASSES: Dict[int, type] = {}
 
 
+def list_collections(url: str, headers: Optional[Mapping[str, str]] = None,
+                     progress: Optional[Progress] = None) -> List[Tuple[str, str]]:
+    """(id, title) of every collection a STAC API offers: a connection's Test button."""
+    from .deps import pystac_client
+
+    stac_io = _stac_io(pystac_client, progress, headers=headers)
+    try:
+        client = _open(pystac_client, url.rstrip("/"), stac_io)
+        try:
+            found = [(c.id, c.title or "") for c in client.get_collections()]
+        except CancelledError:
+            raise
+        except Exception as exc:
+            raise CatalogError(f"{redact_text(url)} answered, but its collections could not "
+                               f"be listed: {redact_text(str(exc))[:200]}") from exc
+        return sorted(found)
+    finally:
+        stac_io.close()
+
+
 def _stac_io(pystac_client, progress: Optional[Progress], timeout=(CONNECT_TIMEOUT, TIMEOUT),
-             deadline: float = DEADLINE):
+             deadline: float = DEADLINE, headers: Optional[Mapping[str, str]] = None):
     """A StacApiIO whose every request is bounded: `timeout` (connect, read) seconds,
     `deadline` seconds in all, at most MAX_ANSWER_BYTES, and cancellable through `progress`.
 
@@ -651,7 +672,8 @@ def _stac_io(pystac_client, progress: Optional[Progress], timeout=(CONNECT_TIMEO
     retry = Retry(total=3, connect=2, read=0, backoff_factor=0.5,
                   status_forcelist=(429, 502, 503, 504), allowed_methods=None,
                   raise_on_status=False)
-    return cls(progress, tuple(timeout), float(deadline), headers={"User-Agent": USER_AGENT},
+    sent = {"User-Agent": USER_AGENT, **(headers or {})}  # auth headers: sent, never stored
+    return cls(progress, tuple(timeout), float(deadline), headers=sent,
                timeout=tuple(timeout), max_retries=retry)
 
 

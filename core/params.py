@@ -5,10 +5,10 @@ Defaults and ranges come from the options table (`core.options`), never from lit
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from datetime import date
 from pathlib import Path
-from typing import FrozenSet, Optional, Tuple
+from typing import Dict, FrozenSet, Optional, Tuple
 
 from .aoi import Aoi
 from .errors import InvalidParameterError
@@ -45,6 +45,8 @@ class SearchParams:
     invalid_scl: FrozenSet[int] = default("invalid_scl")
     dilation: int = default("dilation")  # in 20 m SCL pixels
     max_workers: int = 8  # concurrent range reads
+    # Sent with every STAC request (a QGIS auth configuration's headers); never written.
+    catalog_headers: Dict[str, str] = field(default_factory=dict, repr=False)
 
     def validate(self) -> None:
         self.invalid_scl = parse_classes(self.invalid_scl)

@@ -21,14 +21,13 @@ from qgis.core import (
 )
 from qgis.gui import QgsFileWidget, QgsMessageBar, QgsProjectionSelectionWidget
 from qgis.PyQt import sip, uic
-from qgis.PyQt.QtCore import QByteArray, QUrl, pyqtSlot
+from qgis.PyQt.QtCore import QByteArray, Qt, QUrl, pyqtSlot
 from qgis.PyQt.QtGui import QDesktopServices, QIcon
 from qgis.PyQt.QtWidgets import (
     QComboBox,
     QDateEdit,
     QDialogButtonBox,
     QDoubleSpinBox,
-    QInputDialog,
     QLineEdit,
     QMessageBox,
     QSizePolicy,
@@ -44,7 +43,7 @@ from ..core.io import check_output_path
 from ..core.mosaic import build_mosaic, search_scenes
 from ..core.options import DEFAULT_COLLECTION, EARTH_SEARCH, Method
 from ..core.params import MosaicParams, SearchParams
-from . import option_widgets, scenes, settings, tasks
+from . import connections, option_widgets, scenes, settings, tasks
 from .aoi_tools import (
     PolygonMapTool,
     RectangleMapTool,
@@ -428,19 +427,42 @@ class ClearskyDialog(BASE, FORM):
 
     # -- catalog -----------------------------------------------------------------------------
     def add_catalog(self) -> None:
-        url, ok = QInputDialog.getText(self, self.tr("Add a STAC API"),
-                                       self.tr("STAC API URL (https://...)"))
-        if ok and url.strip():
-            self.add_catalog_url(url.strip())
+        """The connections manager; afterwards the combo lists the connections, and the
+        collections a Test found fill the collection combo."""
+        manager = connections.ConnectionsDialog(self, self.catalogCombo.currentText())
+        manager.exec()
+        current = manager.edited().url or self.catalogCombo.currentText()
+        self._fill_catalogs(current)
+        if manager.collections and manager.edited().url == self.catalogCombo.currentText():
+            self.fill_collections(manager.collections)
 
-    def add_catalog_url(self, url: str) -> None:
-        """Add (and remember) a custom STAC API URL and select it."""
-        known = [self.catalogCombo.itemText(i) for i in range(self.catalogCombo.count())]
-        if url not in known:
-            self.catalogCombo.addItem(url)
-            custom = [u for u in settings.string_list("catalogs") if u != url] + [url]
-            settings.set_value("catalogs", custom)
-        self.catalogCombo.setCurrentText(url)
+    def _fill_catalogs(self, current: str) -> None:
+        self.catalogCombo.blockSignals(True)
+        self.catalogCombo.clear()
+        for c in connections.load():
+            self.catalogCombo.addItem(c.url)
+            self.catalogCombo.setItemData(self.catalogCombo.count() - 1, c.name,
+                                          Qt.ItemDataRole.ToolTipRole)
+        self.catalogCombo.blockSignals(False)
+        self.catalogCombo.setCurrentText(current)
+
+    def fill_collections(self, ids: List[str]) -> None:
+        current = self.collectionCombo.currentText()
+        self.collectionCombo.clear()
+        self.collectionCombo.addItems(ids)
+        self.collectionCombo.setCurrentText(current if current in ids else ids[0])
+
+    def add_catalog_url(self, url: str, name: str = "") -> None:
+        """Add (and remember) a STAC API connection and select it."""
+        known = connections.load()
+        if not any(c.url == url for c in known):
+            connections.save(known + [connections.Connection(name or url, url)])
+        self._fill_catalogs(url)
+
+    def catalog_headers(self, url: str) -> dict:
+        """The request headers of the connection's QGIS auth configuration (never stored)."""
+        found = connections.find(url)
+        return connections.auth_headers(found.authcfg, url) if found else {}
 
     # -- parameters --------------------------------------------------------------------------
     def bands(self) -> tuple:
@@ -472,6 +494,7 @@ class ClearskyDialog(BASE, FORM):
             bands=self.bands(),
             target_crs=self.target_crs(),
             gui=True,  # worker processes (EXECUTOR=local:N) would start QGIS again
+            catalog_headers=self.catalog_headers(values["catalog_url"]),
             **values,
         )
 
@@ -736,10 +759,7 @@ class ClearskyDialog(BASE, FORM):
 
     def restore_settings(self) -> None:
         v = settings.value
-        self.catalogCombo.addItem(EARTH_SEARCH)
-        for url in settings.string_list("catalogs"):
-            if url != EARTH_SEARCH:
-                self.catalogCombo.addItem(url)
+        self._fill_catalogs(EARTH_SEARCH)
         today = date.today()
         option_widgets.restore(self.option_widgets, {
             "start": today - timedelta(days=30), "end": today, "target_date": None})
