@@ -61,6 +61,7 @@ class BlockTask:
     read_workers: int = 8  # concurrent reads inside the block
     skip: FrozenSet[int] = frozenset()  # scenes already known unreadable: not retried
     part: Optional[str] = None  # write the block here (GeoTIFF) and return its path instead
+    run_id: str = ""  # the run's shared read pools, when the task runs in its process
 
 
 @dataclass
@@ -128,37 +129,32 @@ class ReadPools:
             pool.shutdown(wait=wait, cancel_futures=True)
 
 
-_SHARED: Dict[tuple, ReadPools] = {}
+_SHARED: Dict[str, ReadPools] = {}  # run id -> its pools in this process
 _SHARED_LOCK = threading.Lock()
 
 
-def _pools_key(workers: int, options: Dict[str, object]) -> tuple:
-    return (workers, tuple(sorted((k, str(v)) for k, v in options.items())))
-
-
 @contextlib.contextmanager
-def shared_pools(workers: int, options: Dict[str, object]) -> Iterator[ReadPools]:
-    """Read pools that the tasks of one run share in this process (their open datasets
-    serve every block); tasks run elsewhere (another process) make their own."""
-    key = _pools_key(workers, options)
+def shared_pools(run_id: str, workers: int, options: Dict[str, object]) -> Iterator[ReadPools]:
+    """Read pools that the tasks of one run (`BlockTask.run_id`) share in this process, so
+    their open datasets serve every block; tasks run elsewhere (another process, or another
+    run) make their own."""
     pools = ReadPools(workers, options)
     with _SHARED_LOCK:
-        _SHARED[key] = pools
+        _SHARED[run_id] = pools
     ok = False
     try:
         yield pools
         ok = True
     finally:
         with _SHARED_LOCK:
-            if _SHARED.get(key) is pools:
-                del _SHARED[key]
+            _SHARED.pop(run_id, None)
         pools.shutdown(wait=ok)  # after a cancel or an error, stalled reads are not waited for
 
 
 @contextlib.contextmanager
 def _pools_for(task: BlockTask) -> Iterator[ReadPools]:
     with _SHARED_LOCK:
-        pools = _SHARED.get(_pools_key(task.read_workers, task.gdal))
+        pools = _SHARED.get(task.run_id) if task.run_id else None
     if pools is not None:
         yield pools
         return

@@ -8,6 +8,7 @@ writer of the output. Memory is bounded by the blocks in flight, never by the AO
 from __future__ import annotations
 
 import contextlib
+import uuid
 from collections import deque
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
@@ -90,11 +91,12 @@ def _build(params: MosaicParams, progress: Progress, executor: Optional[Executor
             f"{len(blocks)} block(s)"
         )
         ledger = Ledger(params.output) if params.resume else None
-        stack.enter_context(shared_pools(params.max_workers, options))
+        run_id = uuid.uuid4().hex
+        stack.enter_context(shared_pools(run_id, params.max_workers, options))
         out = stack.enter_context(io.CogWriter(
             params.output, grid, len(names), output.dtype_of(params.output_type), 0,
             params.overwrite))
-        tasks = _tasks(params, grid, blocks, passes, options, outcome)
+        tasks = _tasks(params, grid, blocks, passes, options, outcome, run_id)
         blocks_progress = SubProgress(progress, 20, 92)
         total = grid.width * grid.height
         done_px = 0
@@ -191,7 +193,8 @@ class _Outcome:
 
 
 def _tasks(params: MosaicParams, grid: Grid, blocks: Sequence[Block], passes: Sequence[Pass],
-           options: Dict[str, object], outcome: _Outcome) -> Iterator[BlockTask]:
+           options: Dict[str, object], outcome: _Outcome, run_id: str = ""
+           ) -> Iterator[BlockTask]:
     """One task per block, made when submitted (so it skips scenes found broken so far)."""
     spec = CompositeSpec(params.method, params.percentile, tuple(params.bands),
                          params.output_type, params.count_band, params.source_band)
@@ -203,7 +206,7 @@ def _tasks(params: MosaicParams, grid: Grid, blocks: Sequence[Block], passes: Se
         yield BlockTask(
             block=block, passes=_relevant(light, block.grid), aoi=_near(aoi, block.grid),
             composite=spec, mask=rule, gdal=options, read_workers=params.max_workers,
-            skip=frozenset(outcome.broken),
+            skip=frozenset(outcome.broken), run_id=run_id,
         )
 
 

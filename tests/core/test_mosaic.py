@@ -297,3 +297,18 @@ def test_no_report_when_none_is_asked_for(world, served, tmp_path):
                                         write_report=False))
     assert result.report_csv is None and result.report_json is None
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.tif"]
+
+
+def test_two_runs_at_once_in_one_process_do_not_share_their_read_threads(world, served,
+                                                                         tmp_path):
+    """A dialog build and a Processing run at the same time: each run keeps its own read
+    pools until it ends, so neither can shut down threads the other still uses."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    aoi = Aoi(affinity.scale(world.region, 0.3, 0.3), "EPSG:4326")
+    with ThreadPoolExecutor(2) as pool:
+        runs = [pool.submit(build_mosaic, mosaic_params(
+            world, served, tmp_path / f"{n}.tif", aoi=aoi, block_size=64,
+            method=Method.MEDIAN)) for n in ("a", "b")]
+        a, b = (r.result(timeout=300) for r in runs)
+    assert np.array_equal(read_mosaic(a.output)[0], read_mosaic(b.output)[0])
