@@ -4,7 +4,11 @@ from __future__ import annotations
 
 from typing import Dict, Optional, Sequence
 
+from shapely.ops import unary_union
+
 from . import catalog, clouds, io
+from .aoi import WGS84, Aoi
+from .grid import reproject_geometry, utm_crs_for
 from .params import SearchParams
 from .progress import NullProgress, Progress, SubProgress, check_cancelled
 from .results import SceneReport, SearchResult
@@ -28,6 +32,18 @@ def run_search(params: SearchParams, progress: Progress) -> SearchResult:
     reports.sort(key=lambda r: (r.scene.datetime, r.scene.tile, r.scene.id))
     progress.set_progress(100)
     return SearchResult(reports=reports, notes=notes)
+
+
+def kept_coverage(reports: Sequence[SceneReport], aoi: Aoi) -> float:
+    """% of the AOI's area that at least one kept scene covers (footprints, in the AOI's
+    UTM zone so areas are in square metres)."""
+    kept = [r.scene.footprint for r in reports if r.kept]
+    if not kept:
+        return 0.0
+    utm = utm_crs_for(aoi)
+    area = aoi.to_crs(utm)
+    covered = reproject_geometry(unary_union(kept), WGS84, utm).intersection(area)
+    return 100.0 * covered.area / area.area if area.area else 0.0
 
 
 def why_nothing_left(reports: Sequence[SceneReport], params: SearchParams) -> str:

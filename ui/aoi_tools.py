@@ -78,6 +78,15 @@ def aoi_rubber_band(canvas: QgsMapCanvas) -> QgsRubberBand:
     return band
 
 
+def scene_rubber_band(canvas: QgsMapCanvas) -> QgsRubberBand:
+    """The outline of the scene selected in the table (no fill: the map stays readable)."""
+    band = QgsRubberBand(canvas, POLYGON)
+    band.setStrokeColor(QColor(30, 120, 230))
+    band.setFillColor(QColor(30, 120, 230, 0))
+    band.setWidth(2)
+    return band
+
+
 class RectangleMapTool(QgsMapTool):
     """Press, drag, release: emits `drawn(QgsGeometry)` in canvas CRS; Esc cancels."""
 

@@ -18,6 +18,7 @@ from qgis.core import (
     QgsMapLayerProxyModel,
     QgsMessageLog,
     QgsProject,
+    QgsRasterLayer,
 )
 from qgis.gui import QgsFileWidget, QgsMessageBar, QgsProjectionSelectionWidget
 from qgis.PyQt import sip, uic
@@ -39,10 +40,12 @@ from ..core import options as opts
 from ..core.aoi import Aoi, geocode, parse_aoi
 from ..core.errors import ClearskyError, InvalidParameterError, OutputError
 from ..core.grid import output_grid, utm_crs_for
-from ..core.io import check_output_path
+from ..core.io import check_output_path, gdal_path
 from ..core.mosaic import build_mosaic, search_scenes
 from ..core.options import DEFAULT_COLLECTION, EARTH_SEARCH, Method
 from ..core.params import MosaicParams, SearchParams
+from ..core.redact import redact_text
+from ..core.search import kept_coverage
 from . import connections, option_widgets, scenes, settings, tasks
 from .aoi_tools import (
     PolygonMapTool,
@@ -52,6 +55,7 @@ from .aoi_tools import (
     aoi_from_rectangle,
     aoi_rubber_band,
     aoi_to_geometry,
+    scene_rubber_band,
 )
 from .layers import replace_or_add_raster, style_mosaic_layer
 
@@ -113,6 +117,8 @@ class ClearskyDialog(BASE, FORM):
         self._chosen_crs = QgsCoordinateReferenceSystem()  # the CRS picked when UTM is off
         self._hidden_for_drawing = False
         self.band = aoi_rubber_band(self.canvas)
+        self.highlight = scene_rubber_band(self.canvas)  # the footprint of the selected row
+        self.reports_by_id: dict = {}
         self.rectangle_tool = RectangleMapTool(self.canvas)
         self.polygon_tool = PolygonMapTool(self.canvas)
         self._previous_tool = None
@@ -151,6 +157,8 @@ class ClearskyDialog(BASE, FORM):
         self.buttonBox.button(QDialogButtonBox.StandardButton.Close).setText(self.tr("Close"))
 
     def _connect(self) -> None:
+        self.sceneTable.itemSelectionChanged.connect(self.show_selected_scene)
+        self.addSceneButton.clicked.connect(self.add_selected_scene)
         self.aoiMode.currentIndexChanged.connect(self.aoiPages.setCurrentIndex)
         self.drawRectangleButton.clicked.connect(lambda: self._activate(self.rectangle_tool))
         self.drawPolygonButton.clicked.connect(lambda: self._activate(self.polygon_tool))
@@ -230,6 +238,7 @@ class ClearskyDialog(BASE, FORM):
     def _clear_table(self, summary: str) -> None:
         self.sceneTable.setRowCount(0)
         self.sceneTable.setEnabled(True)
+        self.highlight.hide()
         self.searched_key = None
         self.summary = summary
         self.scenesSummary.setText(summary)
@@ -535,9 +544,14 @@ class ClearskyDialog(BASE, FORM):
             return
         result = task.result
         scenes.fill_table(self.sceneTable, result.reports)
+        self.reports_by_id = {r.scene.id: r for r in result.reports}
         self.searched_key = task.params
         summary = self.tr("{n} scenes found, {k} kept.").format(
-            n=len(result.reports), k=len(result.kept)) + "".join(f" {n}" for n in result.notes)
+            n=len(result.reports), k=len(result.kept))
+        if result.kept and self.aoi is not None:
+            summary += " " + self.tr("The kept scenes cover {p:.0f} % of the AOI.").format(
+                p=kept_coverage(result.reports, self.aoi))
+        summary += "".join(f" {n}" for n in result.notes)
         if not result.reports:
             summary += " " + self.tr(
                 "Nothing found: widen the dates, check the collection and the catalog, or "
@@ -550,6 +564,48 @@ class ClearskyDialog(BASE, FORM):
         self.scenesSummary.setText(summary)
         self._search_inputs_changed()  # inputs edited while the search ran: stale at once
         self._show_footprints(result.reports)
+
+    def selected_report(self):
+        rows = {i.row() for i in self.sceneTable.selectedIndexes()}
+        if len(rows) != 1:
+            return None
+        item = self.sceneTable.item(rows.pop(), 0)
+        return self.reports_by_id.get(item.data(scenes.ID_ROLE)) if item else None
+
+    def show_selected_scene(self) -> None:
+        """Highlight the selected scene's footprint and zoom the map to it."""
+        report = self.selected_report()
+        self.addSceneButton.setEnabled(report is not None and bool(
+            report.scene.assets.get("visual")))
+        if report is None:
+            self.highlight.hide()
+            return
+        canvas_crs = self.canvas.mapSettings().destinationCrs()
+        geometry = aoi_to_geometry(Aoi(report.scene.footprint), canvas_crs)
+        self.highlight.setToGeometry(geometry, None)
+        self.highlight.show()
+        extent = geometry.boundingBox()
+        extent.scale(1.1)
+        self.canvas.setExtent(extent)
+        self.canvas.refresh()
+
+    def add_selected_scene(self):
+        """The selected scene's true-colour COG as a layer, read over HTTP by GDAL."""
+        report = self.selected_report()
+        href = report.scene.assets.get("visual") if report is not None else None
+        if not href:
+            return None
+        try:
+            path = gdal_path(href)  # http(s) and s3 only: a catalog cannot point at files
+        except ClearskyError as exc:
+            self.error(str(exc))
+            return None
+        layer = QgsRasterLayer(path, f"{report.scene.id} (true colour)", "gdal")
+        if not layer.isValid():
+            self.error(self.tr("QGIS cannot open {href}.").format(href=redact_text(href)))
+            return None
+        QgsProject.instance().addMapLayer(layer)
+        return layer
 
     def _show_footprints(self, reports) -> None:
         """One footprints layer per project, found by its tag and refilled in place (even one
@@ -798,6 +854,7 @@ class ClearskyDialog(BASE, FORM):
         self.save_settings()
         self._restore_tool()
         self.band.hide()
+        self.highlight.hide()
         super().closeEvent(event)
 
 
@@ -824,5 +881,6 @@ def close_dialog() -> None:
             _INSTANCE.canvas.mapToolSet.disconnect(_INSTANCE._map_tool_set)
         _INSTANCE.close()
         _INSTANCE.canvas.scene().removeItem(_INSTANCE.band)
+        _INSTANCE.canvas.scene().removeItem(_INSTANCE.highlight)
         _INSTANCE.deleteLater()
         _INSTANCE = None

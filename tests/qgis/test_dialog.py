@@ -593,3 +593,33 @@ def test_worker_processes_are_refused_in_the_dialog_with_what_to_do(qgis_iface, 
     assert dlg.task is None and list(tmp_path.iterdir()) == []
     dlg.executorEdit.setText("tcp://127.0.0.1:8786")
     assert dlg.mosaic_params().executor == "tcp://127.0.0.1:8786"
+
+
+def test_a_selected_row_is_highlighted_zoomed_and_can_be_added_as_a_layer(dlg, served, world,
+                                                                          canvas):
+    from qgis.core import QgsCoordinateTransform, QgsRasterLayer
+
+    set_text_aoi(dlg, known_wkt(world))
+    set_search(dlg, served)
+    dlg.search()
+    wait(dlg)
+    assert "The kept scenes cover 100 % of the AOI." in dlg.scenesSummary.text()
+    row = next(r for r in range(dlg.sceneTable.rowCount())
+               if dlg.sceneTable.item(r, 6).text() == "kept")
+    dlg.sceneTable.selectRow(row)
+    sid = dlg.sceneTable.item(row, 0).data(scenes.ID_ROLE)
+    report = dlg.reports_by_id[sid]
+    assert dlg.highlight.isVisible() and dlg.addSceneButton.isEnabled()
+    to_canvas = QgsCoordinateTransform(QgsCoordinateReferenceSystem("EPSG:4326"),
+                                       canvas.mapSettings().destinationCrs(),
+                                       QgsProject.instance())
+    footprint = to_canvas.transformBoundingBox(
+        QgsGeometry.fromWkt(report.scene.footprint.wkt).boundingBox())
+    assert canvas.extent().contains(footprint)
+    assert dlg.highlight.asGeometry().boundingBox().intersects(footprint)
+    layer = dlg.add_selected_scene()
+    assert isinstance(layer, QgsRasterLayer) and layer.isValid()
+    assert layer.source().startswith("/vsicurl/http://127.0.0.1:")
+    assert layer.bandCount() == 3 and QgsProject.instance().mapLayer(layer.id()) is layer
+    dlg.sceneTable.clearSelection()
+    assert not dlg.highlight.isVisible() and not dlg.addSceneButton.isEnabled()
