@@ -11,6 +11,7 @@ from typing import List, Optional
 from qgis.core import (
     QgsCoordinateReferenceSystem,
     QgsCoordinateTransform,
+    QgsFeature,
     QgsFeatureRequest,
     QgsGeometry,
     QgsPointXY,
@@ -76,6 +77,25 @@ def aoi_rubber_band(canvas: QgsMapCanvas) -> QgsRubberBand:
     band.setFillColor(QColor(230, 60, 30, 40))
     band.setWidth(2)
     return band
+
+
+def aoi_memory_layer(aoi: Aoi, name: str) -> QgsVectorLayer:
+    """A memory layer holding the AOI polygon in the AOI's CRS, with its area in km²."""
+    crs = QgsCoordinateReferenceSystem(aoi.crs)
+    if not crs.isValid():
+        crs = QgsCoordinateReferenceSystem.fromWkt(aoi.crs)
+    layer = QgsVectorLayer(f"MultiPolygon?crs={crs.authid() or 'EPSG:4326'}"
+                           "&field=area_km2:double", name, "memory")
+    if not crs.authid():
+        layer.setCrs(crs)
+    feature = QgsFeature(layer.fields())
+    geometry = QgsGeometry.fromWkt(aoi.geometry.wkt)
+    geometry.convertToMultiType()
+    feature.setGeometry(geometry)
+    feature.setAttributes([round(aoi.area_km2, 4)])
+    layer.dataProvider().addFeatures([feature])
+    layer.updateExtents()
+    return layer
 
 
 def scene_rubber_band(canvas: QgsMapCanvas) -> QgsRubberBand:

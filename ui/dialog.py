@@ -53,6 +53,7 @@ from .aoi_tools import (
     aoi_from_geometry,
     aoi_from_layer,
     aoi_from_rectangle,
+    aoi_memory_layer,
     aoi_rubber_band,
     aoi_to_geometry,
     scene_rubber_band,
@@ -157,6 +158,7 @@ class ClearskyDialog(BASE, FORM):
         self.buttonBox.button(QDialogButtonBox.StandardButton.Close).setText(self.tr("Close"))
 
     def _connect(self) -> None:
+        self.aoiLayerButton.clicked.connect(self.add_aoi_layer)
         self.sceneTable.itemSelectionChanged.connect(self.show_selected_scene)
         self.addSceneButton.clicked.connect(self.add_selected_scene)
         self.aoiMode.currentIndexChanged.connect(self.aoiPages.setCurrentIndex)
@@ -325,6 +327,7 @@ class ClearskyDialog(BASE, FORM):
         canvas_crs = self.canvas.mapSettings().destinationCrs()
         self.band.setToGeometry(aoi_to_geometry(aoi, canvas_crs), None)
         self.band.show()
+        self.aoiLayerButton.setEnabled(True)
         self.aoiLabel.setText(self.tr("AOI: {area} km² ({source}, {crs})").format(
             area=f"{aoi.area_km2:,.2f}", source=source, crs=aoi.crs if len(aoi.crs) < 40
             else "custom CRS"))
@@ -333,6 +336,15 @@ class ClearskyDialog(BASE, FORM):
         settings.set_value("aoi_name", name)
         self._clear_table(self.tr("Search to list the scenes over the area."))
         self._show_crs()
+
+    def add_aoi_layer(self):
+        """The AOI as a memory polygon layer in its own CRS, which the user can keep (save
+        it with Make Permanent) and reuse in Processing."""
+        if self.aoi is None:
+            return None
+        layer = aoi_memory_layer(self.aoi, self.tr("Clearsky AOI"))
+        QgsProject.instance().addMapLayer(layer)
+        return layer
 
     def _try_aoi(self, make, source: str, name: str = "") -> bool:
         try:

@@ -19,7 +19,7 @@ def tr(text: str) -> str:
     return QCoreApplication.translate("Clearsky", text)
 
 
-COLUMNS = [tr("Date"), tr("Platform"), tr("Tile"), tr("Scene cloud %"), tr("AOI coverage %"),
+COLUMNS = [tr("Date (UTC)"), tr("Platform"), tr("Tile"), tr("Scene cloud %"), tr("AOI coverage %"),
            tr("AOI cloud %"), tr("Kept / why")]
 
 

@@ -623,3 +623,17 @@ def test_a_selected_row_is_highlighted_zoomed_and_can_be_added_as_a_layer(dlg, s
     assert layer.bandCount() == 3 and QgsProject.instance().mapLayer(layer.id()) is layer
     dlg.sceneTable.clearSelection()
     assert not dlg.highlight.isVisible() and not dlg.addSceneButton.isEnabled()
+
+
+def test_the_aoi_can_be_kept_as_a_layer(dlg):
+    assert not dlg.aoiLayerButton.isEnabled()
+    set_text_aoi(dlg, "13.5,52.33,13.52,52.35")
+    assert dlg.aoiLayerButton.isEnabled()
+    layer = dlg.add_aoi_layer()
+    assert layer.isValid() and layer.featureCount() == 1
+    assert layer.crs().authid() == "EPSG:4326"
+    feature = next(layer.getFeatures())
+    assert feature.geometry().boundingBox().toRectF().getCoords() == pytest.approx(
+        (13.5, 52.33, 13.52, 52.35))
+    assert feature["area_km2"] == pytest.approx(dlg.aoi.area_km2, rel=1e-3)
+    assert dlg.sceneTable.horizontalHeaderItem(0).text() == "Date (UTC)"
