@@ -185,7 +185,8 @@ def main(argv=None) -> int:
     info = machine()
     t0 = time.perf_counter()
     root = cached_archive(World(extent_km=args.extent_km, seed=2024), 512)
-    info["archive"] = {"extent_km": args.extent_km, "path": str(root),
+    info["archive"] = {"extent_km": args.extent_km,
+                       "path": os.path.relpath(root, Path(__file__).resolve().parents[1]),
                        "ready_seconds": round(time.perf_counter() - t0, 1),
                        "bytes": archive_size(root)}
     info.update(threads=args.threads, delay_ms=args.delay_ms, collection=COLLECTION,

@@ -13,7 +13,6 @@ import os
 import threading
 import time
 from datetime import date
-from pathlib import Path
 
 import pytest
 
@@ -24,9 +23,10 @@ from clearsky.core.deps import pystac_client
 from clearsky.core.errors import CancelledError, CatalogError
 from clearsky.core.params import SearchParams
 from clearsky.core.progress import NullProgress
+from world.paths import REAL_STAC
 from world.stacserver import ScriptedStac
 
-REAL = Path("/work/shared/real-stac/rustac-es-v1-c1-13TDE")
+REAL = REAL_STAC / "rustac-es-v1-c1-13TDE"
 AOI = "-105.2,40.1,-105.0,40.2"  # inside MGRS 13TDE (Colorado)
 QUICK = {"timeout": (2.0, 2.0), "deadline": 4.0}  # short limits: the tests stay fast
 WAITS: dict = {}  # measured stall-to-error and cancel-to-stop times, printed at the end
