@@ -31,7 +31,7 @@ from .options import Method, OutputType
 from .output import encode
 from .plan import Pass
 from .reader import SceneReader
-from .scene import SCL, Scene
+from .scene import MASK_ASSETS, Scene
 
 Indexed = Tuple[int, Scene]
 
@@ -106,7 +106,7 @@ def read_part(path: str) -> np.ndarray:
 
 def slim(scene: Scene, bands: Sequence[str]) -> Scene:
     """The scene with only what a worker reads: the SCL and band hrefs, no item properties."""
-    assets = {k: v for k, v in scene.assets.items() if k == SCL or k in bands}
+    assets = {k: v for k, v in scene.assets.items() if k in MASK_ASSETS or k in bands}
     return replace(scene, assets=assets, properties={})
 
 

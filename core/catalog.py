@@ -29,7 +29,7 @@ from .errors import CancelledError, CatalogError
 from .geometry_ops import transform_xy
 from .progress import Progress
 from .redact import redact_text
-from .scene import BAND_RESOLUTION, SCL, VISUAL, Radiometry, Scene
+from .scene import BAND_RESOLUTION, CLOUD, SCL, SNOW, VISUAL, Radiometry, Scene
 
 # Sentinel-2 band numbers -> common names used by the engine (L2A has no B10).
 BAND_NUMBERS = {
@@ -135,6 +135,8 @@ def _scene(d: dict, item_id: str, collection, item_assets, base_href) -> Scene:
         relative_orbit=_relative_orbit(d),
         processing_baseline=_baseline(d),
         sequence=_sequence(d),
+        sun_azimuth=_angle(props.get("view:sun_azimuth"), 0.0, 360.0),
+        sun_elevation=_angle(props.get("view:sun_elevation"), 0.0, 90.0),
         properties=dict(props),
     )
 
@@ -210,8 +212,12 @@ def asset_names(
         name = _asset_band(key, asset, template)
         if name:
             candidates.setdefault(name, []).append(key)
-    return {name: min(keys, key=partial(_by_preference, assets, name))
-            for name, keys in candidates.items()}
+    chosen = {name: min(keys, key=partial(_by_preference, assets, name))
+              for name, keys in candidates.items()}
+    # Probability layers only as COGs: the old collection's JPEG2000 ones sit in a
+    # requester-pays bucket, and a whole-file read per scene would defeat range reads.
+    return {name: key for name, key in chosen.items()
+            if name not in (CLOUD, SNOW) or _preference(key, assets[key], name)[0] is False}
 
 
 def _by_preference(assets: Mapping[str, dict], name: str, key: str) -> tuple:
@@ -225,6 +231,10 @@ def _asset_band(key: str, asset: Mapping, template: Mapping) -> Optional[str]:
         return SCL
     if low == VISUAL or base == VISUAL:
         return VISUAL
+    if low in _PROBABILITY_KEYS:
+        return _PROBABILITY_KEYS[low]
+    if base in (CLOUD, SNOW) and not _eo_bands(asset):  # cloud-jp2, snow_20m ...
+        return base
     bands = _eo_bands(asset) or _eo_bands(template)
     if bands is not None:
         if len(bands) != 1:
@@ -239,6 +249,20 @@ def _asset_band(key: str, asset: Mapping, template: Mapping) -> Optional[str]:
         if name in BAND_RESOLUTION:
             return name
     return _bnumber(key) or (key if key in BAND_RESOLUTION else None)
+
+
+# Probability layers: Earth Search c1 `cloud`/`snow`, Sen2Cor's MSK_CLDPRB / MSK_SNWPRB.
+_PROBABILITY_KEYS = {"cloud": CLOUD, "snow": SNOW, "msk_cldprb": CLOUD, "msk_snwprb": SNOW,
+                     "cloud_probability": CLOUD, "snow_probability": SNOW,
+                     "cldprb": CLOUD, "snwprb": SNOW}
+
+
+def _angle(value, low: float, high: float) -> Optional[float]:
+    """A sun angle in degrees, or None when missing, not a number or out of range."""
+    number = _float(value)
+    if number is None or not (low <= number <= high):
+        return None
+    return number
 
 
 def _eo_bands(asset: Mapping) -> Optional[list]:

@@ -86,7 +86,7 @@ def _clear_clips(
     search_params = replace(params, aoi=union)
     search_params.validate()
     bands = parse_bands(bands)
-    rule = MaskRule(frozenset(search_params.invalid_scl), int(search_params.dilation))
+    rule = MaskRule.from_params(search_params)
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:

@@ -8,19 +8,21 @@ from __future__ import annotations
 
 import math
 from concurrent.futures import ThreadPoolExecutor, as_completed
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable, FrozenSet, Iterable, List, Optional, Tuple
 
 import numpy as np
+from rasterio.enums import Resampling
 
+from . import shadows
 from .aoi import Aoi
 from .errors import CancelledError
-from .grid import Grid, geometry_mask, reproject_geometry
-from .io import current_options, init_worker, read_native_window
-from .options import DEFAULT_INVALID_SCL, default
+from .grid import Grid, geometry_mask, pixel_size_m, reproject_geometry
+from .io import current_options, init_worker, read_native_window, read_to_grid
+from .options import DEFAULT_INVALID_SCL, CloudMask, default
 from .progress import Progress, check_cancelled
 from .results import SceneReport
-from .scene import SCL, Scene
+from .scene import BAND_RESOLUTION, CLOUD, SCL, SNOW, Scene
 
 NODATA = 0
 SCL_RESOLUTION = 20.0  # metres: the dilation is counted in these pixels
@@ -81,37 +83,199 @@ def invalid_mask(scl: np.ndarray, invalid: Iterable[int], dilation: int = 0) -> 
 
 @dataclass(frozen=True)
 class MaskRule:
-    """Which SCL classes are unusable and how far cloud-like ones grow (20 m pixels).
+    """The cloud mask, made of parts: which SCL classes are unusable, how far cloud-like
+    ones grow (20 m pixels), and which other layers join them (`kind`): the cloud and snow
+    probability layers (>= `prob` %), shadows projected along the sun, an ML mask.
 
     The AOI cloud check and the mosaic take the same rule, so the AOI cloud % a user
     sees is the share of pixels the mosaic will refuse."""
 
     invalid: FrozenSet[int] = DEFAULT_INVALID_SCL
     dilation: int = default("dilation")
+    kind: CloudMask = default("cloud_mask")
+    prob: float = default("cloud_prob")
+
+    @classmethod
+    def from_params(cls, params) -> MaskRule:
+        """The rule of search or mosaic parameters (SearchParams and its subclasses)."""
+        return cls(frozenset(params.invalid_scl), int(params.dilation),
+                   CloudMask(getattr(params, "cloud_mask", default("cloud_mask"))),
+                   float(getattr(params, "cloud_prob", default("cloud_prob"))))
+
+    @property
+    def uses_prob(self) -> bool:
+        return self.kind in (CloudMask.PROB, CloudMask.SHADOW)
+
+    @property
+    def uses_shadow(self) -> bool:
+        return self.kind is CloudMask.SHADOW
+
+    @property
+    def uses_ml(self) -> bool:
+        return self.kind is CloudMask.ML
+
+    def scl_only(self) -> MaskRule:
+        """The same rule on the SCL alone (the pre-check before an ML mask runs)."""
+        return replace(self, kind=CloudMask.SCL)
 
     def radius_px(self, pixel_m: float) -> int:
         """The dilation in pixels of size `pixel_m` metres."""
         return int(math.ceil(self.dilation * SCL_RESOLUTION / pixel_m))
 
-    def unusable(self, scl: np.ndarray, radius: int) -> np.ndarray:
-        return invalid_mask(scl, self.invalid, radius)
+    def reach_px(self, scene: Optional[Scene], pixel_m: float) -> int:
+        """Pixels around a grid to read so that shadows of clouds outside it still fall
+        on it (0 unless shadows are projected for this scene)."""
+        if scene is None or not self._shadows_for(scene):
+            return 0
+        return shadows.reach_px(scene.sun_elevation, pixel_m)
+
+    def _shadows_for(self, scene: Scene) -> bool:
+        return (self.uses_shadow and scene.sun_azimuth is not None
+                and scene.sun_elevation is not None and SHADOW_BAND in scene.assets)
+
+    def layers(self, scene: Scene) -> List[str]:
+        """The layers this rule uses for this scene: 'scl', 'cloud', 'snow', 'shadow', 'ml'."""
+        used = [SCL]
+        if self.uses_prob and CLOUD in scene.assets:
+            used.append(CLOUD)
+        if self.uses_prob and SNOW_CLASS in self.invalid and SNOW in scene.assets:
+            used.append(SNOW)
+        if self._shadows_for(scene):
+            used.append("shadow")
+        if self.uses_ml:
+            used.append("ml")
+        return used
+
+    def describe(self, scene: Scene) -> str:
+        """The report's `mask` text: the rule and the layers this scene used, with why a
+        layer the rule wants was missing."""
+        used = self.layers(scene)
+        text = f"{self.kind.value}: " + "+".join(used)
+        missing = []
+        if self.uses_prob and CLOUD not in scene.assets:
+            missing.append("no cloud probability asset, SCL clouds only")
+        if self.uses_shadow and "shadow" not in used:
+            missing.append("no sun angles or nir band, no projected shadows")
+        return text + (f" ({'; '.join(missing)})" if missing else "")
+
+    def unusable(self, scl: np.ndarray, radius: int, *, scene: Optional[Scene] = None,
+                 grid: Optional[Grid] = None, reach: int = 0, allow_local: bool = False,
+                 cancelled: Optional[Callable[[], bool]] = None) -> np.ndarray:
+        """True where a pixel of `scl` (on `grid`) is unusable.
+
+        Without `scene` and `grid` this is the SCL rule alone. With them, the rule's other
+        layers are read onto `grid`: the probability layers raw (0 is 0 %, not nodata) with
+        nearest resampling and no overviews; for shadows the `reach` outer pixels of `grid`
+        are margin (clouds there shade the inside) and the NIR band is read only where a
+        projected shadow falls inside; the ML mask on the inside only.
+        """
+        invalid = {int(c) for c in self.invalid}
+        cloudy = np.isin(scl, sorted(invalid & CLOUD_LIKE))
+        plain = sorted(invalid - CLOUD_LIKE)
+        if scene is not None and grid is not None and self.kind is not CloudMask.SCL:
+            prob = None
+            if self.uses_prob:
+                prob = _probability(scene, CLOUD, grid, allow_local, cancelled)
+                if prob is not None:
+                    cloudy |= prob >= self.prob
+                if SNOW_CLASS in invalid:
+                    snow = _probability(scene, SNOW, grid, allow_local, cancelled)
+                    if snow is not None:
+                        cloudy |= (snow >= self.prob) & (scl != NODATA)
+            if self._shadows_for(scene):
+                _add_shadows(cloudy, scl, prob, self.prob, scene, grid, reach, allow_local,
+                             cancelled)
+            if self.uses_ml:
+                from . import mlmask  # lazy: optional packages
+
+                inner = _inner(grid, reach)
+                found = mlmask.cloud_and_shadow(scene, inner, allow_local=allow_local,
+                                                cancelled=cancelled)
+                if found is not None:
+                    _view(cloudy, reach)[...] |= found & (_view(scl, reach) != NODATA)
+        if radius > 0:
+            cloudy = dilate(cloudy, radius)
+        if plain:
+            cloudy |= np.isin(scl, plain)
+        return cloudy
+
+
+SNOW_CLASS = 11
+SHADOW_BAND = "nir"  # dark pixels under a projected shadow: NIR (B08)
+SHADOW_CASTERS = (8, 9)  # SCL classes that cast a shadow (thin cirrus does not, here)
+
+
+def _view(array: np.ndarray, reach: int) -> np.ndarray:
+    return array[reach:array.shape[0] - reach, reach:array.shape[1] - reach] if reach else array
+
+
+def _inner(grid: Grid, reach: int) -> Grid:
+    if not reach:
+        return grid
+    return grid.subgrid(reach, reach, grid.height - 2 * reach, grid.width - 2 * reach)
+
+
+def _probability(scene: Scene, name: str, grid: Grid, allow_local: bool,
+                 cancelled: Optional[Callable[[], bool]]) -> Optional[np.ndarray]:
+    """A probability layer (0-100 %) on `grid`, read raw: its metadata says nodata 0, but 0
+    means 0 %. Nearest, never overviews (averaged ones would smear clouds). None: no asset."""
+    href = scene.assets.get(name)
+    if not href:
+        return None
+    return read_to_grid(href, grid, resampling=Resampling.nearest, use_overviews=False,
+                        raw=True, allow_local=allow_local, cancelled=cancelled)
+
+
+def _add_shadows(cloudy: np.ndarray, scl: np.ndarray, prob: Optional[np.ndarray],
+                 threshold: float, scene: Scene, grid: Grid, reach: int, allow_local: bool,
+                 cancelled: Optional[Callable[[], bool]]) -> None:
+    """cloudy |= dark pixels (inside the margin) under the shadows projected from the
+    clouds (SCL 8, 9 and, when read, cloud probability >= threshold)."""
+    casters = np.isin(scl, SHADOW_CASTERS)
+    if prob is not None:
+        casters |= prob >= threshold
+    assert scene.sun_azimuth is not None and scene.sun_elevation is not None
+    pixel_m = pixel_size_m(grid)
+    swept = _view(shadows.project(casters, pixel_m, scene.sun_azimuth, scene.sun_elevation),
+                  reach)
+    inside = _view(cloudy, reach)
+    scl_in = _view(scl, reach)
+    candidates = swept & ~inside & (scl_in != NODATA)
+    if not candidates.any():
+        return
+    native = BAND_RESOLUTION[SHADOW_BAND]
+    dn = read_to_grid(scene.assets[SHADOW_BAND], _inner(grid, reach),
+                      resampling=Resampling.average if pixel_m > 1.5 * native
+                      else Resampling.bilinear, allow_local=allow_local, cancelled=cancelled)
+    if dn is None:
+        return
+    nir = np.where(dn > 0, scene.radiometry.reflectance(dn), np.nan)
+    inside |= candidates & shadows.dark(nir, scl_in)
 
 
 def aoi_scl_stats(scene: Scene, aoi: Aoi, invalid: Iterable[int], *,
                   allow_local: bool = False, dilation: int = 0,
-                  cancelled: Optional[Callable[[], bool]] = None) -> Tuple[float, float, int]:
+                  cancelled: Optional[Callable[[], bool]] = None,
+                  rule: Optional[MaskRule] = None) -> Tuple[float, float, int]:
     """(coverage %, cloud %, covered pixels) of the AOI in this scene's SCL.
 
     coverage: share of the AOI's 20 m pixels (by pixel centre) with SCL data; cloud: share
-    of those covered pixels in an invalid class other than nodata (NaN when none covered).
+    of those covered pixels that the mask rejects, nodata aside (NaN when none covered).
     `dilation` (SCL pixels) grows cloud-like classes first; 0 counts the SCL as is.
+    `rule` (its classes and dilation replace `invalid` and `dilation`) adds its layers:
+    probabilities, projected shadows (the SCL window then has the shadows' reach as
+    margin), the ML mask, all on the SCL's own 20 m pixels.
     """
     href = scene.assets.get(SCL)
     if not href:
         raise KeyError("the scene has no SCL asset")
+    if rule is None:
+        rule = MaskRule(frozenset(invalid), int(dilation), CloudMask.SCL)
+    dilation = rule.dilation
+    reach = rule.reach_px(scene, SCL_RESOLUTION)
     geom = reproject_geometry(aoi.geometry, aoi.crs, scene.crs)
     got = read_native_window(href, geom.bounds, scene.crs, allow_local=allow_local,
-                             margin=max(0, int(dilation)), cancelled=cancelled)
+                             margin=max(0, int(dilation)) + reach, cancelled=cancelled)
     if got is None:
         return 0.0, math.nan, 0
     scl, transform, crs = got
@@ -126,7 +290,13 @@ def aoi_scl_stats(scene: Scene, aoi: Aoi, invalid: Iterable[int], *,
     n_cov = int(covered.sum())
     if n_aoi == 0 or n_cov == 0:
         return 0.0, math.nan, 0
-    bad = invalid_mask(scl, set(invalid) - {NODATA}, dilation) & covered
+    no_nodata = replace(rule, invalid=frozenset(set(rule.invalid) - {NODATA}))
+    if rule.kind is CloudMask.SCL:
+        bad = no_nodata.unusable(scl, dilation)
+    else:
+        bad = no_nodata.unusable(scl, dilation, scene=scene, grid=grid, reach=reach,
+                                 allow_local=allow_local, cancelled=cancelled)
+    bad &= covered
     return 100.0 * n_cov / n_aoi, 100.0 * int(bad.sum()) / n_cov, n_cov
 
 
@@ -147,8 +317,10 @@ def check_aoi_clouds(scenes: List[Scene], aoi: Aoi, params, progress: Progress, 
     """One SceneReport per scene (input order) with AOI coverage, AOI cloud and a verdict.
 
     `params` gives the limit (max_aoi_cloud), the concurrency (max_workers) and, unless
-    `rule` is given, the mask rule (invalid_scl, dilation): the mosaic's own rule, so the
-    % shown is the % the mosaic faces. Scenes are checked concurrently; a scene whose SCL
+    `rule` is given, the mask rule (invalid_scl, dilation, cloud_mask, cloud_prob): the
+    mosaic's own rule, so the % shown is the % the mosaic faces; each report's `mask` says
+    which rule and layers it used. With the ML rule, the model runs only on the scenes the
+    SCL alone lets pass. Scenes are checked concurrently; a scene whose SCL
     cannot be read is rejected with the reason, the run goes on. Raises CancelledError
     when the user cancels.
     """
@@ -156,22 +328,33 @@ def check_aoi_clouds(scenes: List[Scene], aoi: Aoi, params, progress: Progress, 
     if not scenes:
         return []
     check_cancelled(progress)
-    rule = rule or MaskRule(frozenset(params.invalid_scl), int(params.dilation))
+    rule = rule or MaskRule.from_params(params)
+
+    def stats(scene: Scene, this: MaskRule) -> Tuple[float, float, int]:
+        return aoi_scl_stats(scene, aoi, this.invalid, allow_local=allow_local,
+                             cancelled=progress.is_cancelled, rule=this)
 
     def one(scene: Scene) -> SceneReport:
         if progress.is_cancelled():
             return SceneReport(scene, reason="cancelled")
+        mask = rule.describe(scene)
         try:
-            cov, cloud, _ = aoi_scl_stats(scene, aoi, rule.invalid, allow_local=allow_local,
-                                          dilation=rule.dilation, cancelled=progress.is_cancelled)
+            if rule.uses_ml:  # the ML mask runs only on scenes the SCL alone lets pass
+                cov, cloud, _ = stats(scene, rule.scl_only())
+                first = verdict(scene, cov, cloud, params.max_aoi_cloud)
+                if not first.kept:
+                    return replace(first, mask=f"{rule.scl_only().describe(scene)} "
+                                                "(SCL pre-check; the ML mask did not run)")
+            cov, cloud, _ = stats(scene, rule)
         except CancelledError:
             raise
         except Exception as exc:  # one unreadable scene must not stop the run
             msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
-            reason = f"SCL could not be read: {msg}"
+            what = "SCL" if rule.kind is CloudMask.SCL else "The cloud mask layers"
+            reason = f"{what} could not be read: {msg}"
             progress.info(f"{scene.id}: {reason}")
-            return SceneReport(scene, reason=reason)
-        return verdict(scene, cov, cloud, params.max_aoi_cloud)
+            return SceneReport(scene, reason=reason, mask=mask)
+        return replace(verdict(scene, cov, cloud, params.max_aoi_cloud), mask=mask)
 
     reports: List[Optional[SceneReport]] = [None] * len(scenes)
     workers = max(1, min(params.max_workers, len(scenes)))

@@ -533,6 +533,7 @@ def read_to_grid(
     tries: int = READ_TRIES,
     backoff: float = READ_BACKOFF,
     cancelled: Optional[Callable[[], bool]] = None,
+    raw: bool = False,
 ) -> Optional[np.ndarray]:
     """One band of `href` warped onto `grid`, in the source dtype with 0 = nodata.
 
@@ -543,9 +544,14 @@ def read_to_grid(
     `cancelled` (e.g. progress.is_cancelled): checked before each try and during the
     back-off; raises CancelledError. A GDAL request in progress cannot be interrupted:
     it ends by its own time-outs (see HTTP_LOW_SPEED_TIME, HTTP_TIMEOUT).
+    `raw`: 0 is a value, not nodata (cloud/snow probability layers, whose metadata says
+    nodata 0 although 0 means 0 %): the pixels are warped without a nodata mask and an
+    all-zero window is returned as zeros, not None (None only when nothing overlaps).
+    Pixels outside the source are 0 either way.
     """
     path = gdal_path(href, allow_local=allow_local)
     dst_crs = _crs(grid.crs)
+    nodata = None if raw else 0
 
     def read() -> Optional[np.ndarray]:
         ds = _open(path)
@@ -561,21 +567,21 @@ def read_to_grid(
             ds = _open(path, level)
         aligned = _aligned_read(ds, band, grid, dst_crs)
         if aligned is not None:  # the grid is the source's own pixel grid: no warp needed
-            return aligned if aligned.any() else None
+            return aligned if raw or aligned.any() else None
         win = _window(ds, src_bounds, 2, clip=True)
         if win is None:
             return None
         src = ds.read(band, window=win)
-        if not src.any():
+        if not raw and not src.any():
             return None
         dst = np.zeros(grid.shape, dtype=src.dtype)
         reproject(
             source=src, destination=dst,
-            src_transform=ds.window_transform(win), src_crs=ds.crs, src_nodata=0,
-            dst_transform=grid.transform, dst_crs=dst_crs, dst_nodata=0,
+            src_transform=ds.window_transform(win), src_crs=ds.crs, src_nodata=nodata,
+            dst_transform=grid.transform, dst_crs=dst_crs, dst_nodata=nodata,
             resampling=resampling,
         )
-        return dst if dst.any() else None
+        return dst if raw or dst.any() else None
 
     return _retrying(href, path, read, tries, backoff, cancelled)
 

@@ -198,7 +198,7 @@ def _tasks(params: MosaicParams, grid: Grid, blocks: Sequence[Block], passes: Se
     """One task per block, made when submitted (so it skips scenes found broken so far)."""
     spec = CompositeSpec(params.method, params.percentile, tuple(params.bands),
                          params.output_type, params.count_band, params.source_band)
-    rule = MaskRule(frozenset(params.invalid_scl), int(params.dilation))
+    rule = MaskRule.from_params(params)
     light = [Pass(p.pass_id, tuple((i, slim(s, params.bands)) for i, s in p.scenes),
                   p.score, p.distance) for p in passes]
     aoi = params.aoi.to_crs(grid.crs) if params.clip_to_aoi else None

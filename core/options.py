@@ -45,7 +45,24 @@ class OutputType(str, Enum):
         return _LABELS[self]
 
 
+class CloudMask(str, Enum):
+    """Which layers make the cloud mask (the same rule for the AOI check and the mosaic)."""
+
+    SCL = "scl"  # the scene classification alone
+    PROB = "scl+prob"  # SCL or cloud (and snow) probability >= CLOUD_PROB
+    SHADOW = "scl+prob+shadow"  # plus dark pixels under shadows projected along the sun
+    ML = "ml"  # SCL plus the ukis-csmask cloud and shadow classes (optional packages)
+
+    @property
+    def label(self) -> str:
+        return _LABELS[self]
+
+
 _LABELS: Dict[Enum, str] = {
+    CloudMask.SCL: "SCL classes",
+    CloudMask.PROB: "SCL + cloud probability",
+    CloudMask.SHADOW: "SCL + cloud probability + projected shadows",
+    CloudMask.ML: "SCL + machine-learning mask (ukis-csmask)",
     Method.BEST: "Best available pixel",
     Method.MEDIAN: "Median",
     Method.PERCENTILE: "Percentile",
@@ -219,6 +236,19 @@ OPTIONS: Tuple[Option, ...] = (
     Option("dilation", "DILATION", "Cloud mask dilation (20 m SCL pixels)", INTEGER, 2,
            "Grows the cloud, shadow and cirrus classes by this many 20 m pixels against the "
            "halos SCL misses; used by the AOI cloud check and the mosaic alike.", 0, 50,
+           advanced=True),
+    Option("cloud_mask", "CLOUD_MASK", "Cloud mask", CHOICE, CloudMask.SCL,
+           "0 = SCL classes only; 1 = SCL or Sen2Cor cloud probability >= CLOUD_PROB (and snow "
+           "probability when class 11 is masked), where the item has the cloud/snow assets "
+           "(Earth Search sentinel-2-c1-l2a), else SCL with a note in the report; 2 = as 1 plus "
+           "cloud shadows projected along the sun (view:sun_azimuth/elevation, clouds 0.5-5 km "
+           "high): dark pixels under the projection are masked; 3 = SCL plus the ukis-csmask "
+           "cloud and shadow classes (needs the optional packages ukis-csmask and "
+           "onnxruntime; run on the scenes that pass the SCL check, at 20 m). The AOI cloud "
+           "check and the mosaic use the same rule.", choices=CloudMask, advanced=True),
+    Option("cloud_prob", "CLOUD_PROB", "Cloud probability threshold (%)", NUMBER, 40.0,
+           "Cloud masks 1 and 2: a pixel whose cloud (or masked snow) probability is at least "
+           "this, in %, is masked and grown by DILATION like an SCL cloud.", 0, 100,
            advanced=True),
     Option("method", "METHOD", "Compositing method", CHOICE, Method.BEST,
            "0 = best available pixel (the clearest pass nearest the target date fills each "

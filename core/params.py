@@ -18,6 +18,7 @@ from .options import (
     DEFAULT_COLLECTION,
     DEFAULT_INVALID_SCL,
     EARTH_SEARCH,
+    CloudMask,
     Method,
     OutputType,
     default,
@@ -26,7 +27,8 @@ from .options import (
 )
 
 __all__ = [
-    "DEFAULT_COLLECTION", "DEFAULT_INVALID_SCL", "EARTH_SEARCH", "Method", "MosaicParams",
+    "CloudMask", "DEFAULT_COLLECTION", "DEFAULT_INVALID_SCL", "EARTH_SEARCH", "Method",
+    "MosaicParams",
     "OutputType", "SearchParams",
 ]
 
@@ -44,6 +46,8 @@ class SearchParams:
     max_aoi_cloud: float = default("max_aoi_cloud")  # strict, mask pixels inside the AOI
     invalid_scl: FrozenSet[int] = default("invalid_scl")
     dilation: int = default("dilation")  # in 20 m SCL pixels
+    cloud_mask: CloudMask = default("cloud_mask")
+    cloud_prob: float = default("cloud_prob")  # %, for the probability layers
     max_workers: int = 8  # concurrent range reads
     # Sent with every STAC request (a QGIS auth configuration's headers); never written.
     catalog_headers: Dict[str, str] = field(default_factory=dict, repr=False)
@@ -51,6 +55,11 @@ class SearchParams:
     def validate(self) -> None:
         self.invalid_scl = parse_classes(self.invalid_scl)
         self._check_options()
+        self.cloud_mask = CloudMask(self.cloud_mask)
+        if self.cloud_mask is CloudMask.ML:
+            from .mlmask import require  # lazy: the optional packages load only when chosen
+
+            require()
         if self.end < self.start:
             raise InvalidParameterError(
                 f"The end date {self.end} is before the start date {self.start}: "

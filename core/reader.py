@@ -35,7 +35,7 @@ class SceneReader:
         self.bands = tuple(bands)
         self.rule = rule
         self.map = band_map
-        pixel_m = pixel_size_m(grid)
+        pixel_m = self.pixel_m = pixel_size_m(grid)
         # Dilation is given in 20 m SCL pixels; apply it in output pixels, reading a margin
         # so clouds just outside the grid still grow into it.
         self.radius = rule.radius_px(pixel_m)
@@ -49,8 +49,12 @@ class SceneReader:
     def usable_and_covered(
         self, scene: Scene, grid: Grid
     ) -> Optional[Tuple[np.ndarray, np.ndarray]]:
-        """(clear-pixel mask, has-data mask) of the scene over the grid, or None if no data."""
-        m = self.radius + 1
+        """(clear-pixel mask, has-data mask) of the scene over the grid, or None if no data.
+
+        The mask layers are read with a margin: the dilation's, plus, when the rule
+        projects shadows, their reach (clouds outside the grid shade it)."""
+        reach = self.rule.reach_px(scene, self.pixel_m)
+        m = self.radius + 1 + reach
         wide = Grid(
             grid.crs, grid.transform * Affine.translation(-m, -m), grid.width + 2 * m,
             grid.height + 2 * m,
@@ -60,7 +64,7 @@ class SceneReader:
         )
         if scl is None:
             return None
-        bad = self.rule.unusable(scl, self.radius)
+        bad = self.rule.unusable(scl, self.radius, scene=scene, grid=wide, reach=reach)
         has_data = scl != 0
         ok = (~bad) & has_data
         return ok[m:-m, m:-m], has_data[m:-m, m:-m]

@@ -16,7 +16,7 @@ from .results import SceneReport
 
 REPORT_FIELDS = (
     "id", "collection", "datetime", "platform", "tile", "scene_cloud", "aoi_coverage",
-    "aoi_cloud", "kept", "reason", "pixels_contributed",
+    "aoi_cloud", "kept", "reason", "pixels_contributed", "mask",
 )
 
 

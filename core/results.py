@@ -23,6 +23,7 @@ class SceneReport:
     kept: bool = False
     reason: str = ""
     pixels_contributed: int = 0
+    mask: str = ""  # the cloud mask rule and the layers this scene used (clouds.MaskRule)
 
     def row(self) -> dict:
         s = self.scene
@@ -38,6 +39,7 @@ class SceneReport:
             "kept": self.kept,
             "reason": self.reason,
             "pixels_contributed": self.pixels_contributed,
+            "mask": self.mask,
         }
 
 

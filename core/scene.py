@@ -15,6 +15,13 @@ BAND_RESOLUTION = {
 }
 SCL = "scl"
 VISUAL = "visual"
+# Sen2Cor cloud and snow probability layers (20 m, uint8 0-100 %; 0 means 0 %, not nodata).
+CLOUD = "cloud"
+SNOW = "snow"
+# Bands the mask rules may read besides the output bands: `nir` for dark pixels under a
+# projected shadow, and the ML model's inputs.
+ML_BANDS = ("blue", "green", "red", "nir", "swir16", "swir22")
+MASK_ASSETS = (SCL, CLOUD, SNOW) + ML_BANDS
 
 
 @dataclass(frozen=True)
@@ -32,7 +39,8 @@ class Radiometry:
 class Scene:
     """One item of a catalog, normalised.
 
-    `assets` maps common band names ("red", "nir", ...) plus "scl" and "visual" to hrefs.
+    `assets` maps common band names ("red", "nir", ...) plus "scl", "visual" and, where the
+    item has them, the "cloud" and "snow" probability layers to hrefs.
     `pass_id` is the same for every tile of one satellite pass, so overlapping tiles
     count as one observation. Tiles of one pass carry different `datetime`s (each tile's
     own sensing start, tens of seconds apart), so the key is platform + relative orbit +
@@ -52,6 +60,8 @@ class Scene:
     relative_orbit: Optional[int] = None
     processing_baseline: Optional[str] = None
     sequence: int = 0
+    sun_azimuth: Optional[float] = None  # view:sun_azimuth, degrees clockwise from north
+    sun_elevation: Optional[float] = None  # view:sun_elevation, degrees above the horizon
     properties: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     @property

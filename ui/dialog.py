@@ -36,13 +36,14 @@ from qgis.PyQt.QtWidgets import (
 )
 
 from ..core import aoi as core_aoi
+from ..core import mlmask
 from ..core import options as opts
 from ..core.aoi import Aoi, geocode, parse_aoi
 from ..core.errors import ClearskyError, InvalidParameterError, OutputError
 from ..core.grid import output_grid, utm_crs_for
 from ..core.io import check_output_path, gdal_path
 from ..core.mosaic import build_mosaic, search_scenes
-from ..core.options import DEFAULT_COLLECTION, EARTH_SEARCH, Method
+from ..core.options import DEFAULT_COLLECTION, EARTH_SEARCH, CloudMask, Method
 from ..core.params import MosaicParams, SearchParams
 from ..core.redact import redact_text
 from ..core.search import kept_coverage
@@ -78,7 +79,7 @@ RECTANGLE, POLYGON, EXTENT, LAYER, PLACE, TEXT = range(6)
 # The inputs a scene table comes from: when one changes, the table no longer says what a
 # Build would use (issue 16, bug 1).
 SEARCH_FIELDS = ("catalog_url", "collection", "start", "end", "max_scene_cloud",
-                 "max_aoi_cloud", "invalid_scl", "dilation")
+                 "max_aoi_cloud", "invalid_scl", "dilation", "cloud_mask", "cloud_prob")
 # Above these, Search and Build ask first (issue 16, bug 4).
 MAX_PIXELS = 100_000_000
 MAX_AREA_KM2 = 10_000.0
@@ -130,6 +131,7 @@ class ClearskyDialog(BASE, FORM):
             "start": self.startDate, "end": self.endDate,
             "max_scene_cloud": self.maxSceneCloud, "max_aoi_cloud": self.maxAoiCloud,
             "invalid_scl": self.invalidScl, "dilation": self.dilationSpin,
+            "cloud_mask": self.cloudMaskCombo, "cloud_prob": self.cloudProbSpin,
             "method": self.methodCombo, "percentile": self.percentileSpin,
             "output_type": self.outputTypeCombo, "count_band": self.countBand,
             "source_band": self.sourceBand, "target_date": (self.targetDateCheck, self.targetDate),
@@ -147,6 +149,7 @@ class ClearskyDialog(BASE, FORM):
             self.layerCombo.setFilters(_POLYGON_FILTER)
         self.collectionCombo.addItems(COLLECTIONS)
         option_widgets.setup(self.option_widgets, self.tr)
+        self._offer_ml_mask_only_when_installed()
         for i, preset in enumerate(BAND_PRESETS):  # the last item, Custom, has no preset
             self.bandsCombo.setItemData(i, ",".join(preset))
         self.outputWidget.setStorageMode(QgsFileWidget.StorageMode.SaveFile)
@@ -156,6 +159,16 @@ class ClearskyDialog(BASE, FORM):
         scenes.setup_table(self.sceneTable)
         self.scenesSummary.setWordWrap(True)  # a long note must not widen the dialog
         self.buttonBox.button(QDialogButtonBox.StandardButton.Close).setText(self.tr("Close"))
+
+    def _offer_ml_mask_only_when_installed(self) -> None:
+        """The ML cloud mask is greyed out, with how to install it, without its packages."""
+        if mlmask.available():
+            return
+        index = self.cloudMaskCombo.findData(CloudMask.ML.value)
+        item = self.cloudMaskCombo.model().item(index) if index >= 0 else None
+        if item is not None:
+            item.setEnabled(False)
+            item.setToolTip(self.tr(mlmask.INSTALL_HINT))
 
     def _connect(self) -> None:
         self.aoiLayerButton.clicked.connect(self.add_aoi_layer)

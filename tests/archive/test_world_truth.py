@@ -122,11 +122,15 @@ def test_observed_equals_truth_where_clear_and_not_under_clouds(w):
     crs, tr, shape, inside = region_grid(w, crs="EPSG:25833", res=10.0)
     for i in range(len(w.passes)):
         scl = w.scl(i, crs, tr, shape)
-        clear = w.clear(i, crs, tr, shape)
+        missed = w.missed(i, crs, tr, shape)  # haze and shadows SCL calls clear
+        clear = w.clear(i, crs, tr, shape) & ~missed
         truth = w.reflectance("red", i, crs, tr, shape)
         seen = w.observed("red", i, crs, tr, shape)
         assert np.array_equal(np.isnan(truth), scl == 0)
         assert np.array_equal(seen[clear], truth[clear])
+        if missed.any():  # they change the pixels: brighter haze, darker shadow
+            assert np.isin(scl[missed], (4, 5, 7)).all()
+            assert (np.abs(seen[missed] - truth[missed]) > 0.005).mean() > 0.9
         core = scl == 9
         if core.any():
             assert seen[core].min() >= 0.4 and seen[core].max() <= 0.8  # bright cloud cores

@@ -58,7 +58,13 @@ def test_every_real_sentinel2_l2a_item_parses_and_others_are_refused():
             continue
         parsed.append(s)
         assert {"scl", "visual", "red", "green", "blue", "nir"} <= set(s.assets), s.id
-        assert set(s.assets) <= set(BAND_RESOLUTION) | {"scl", "visual"}
+        assert set(s.assets) <= set(BAND_RESOLUTION) | {"scl", "visual", "cloud", "snow"}
+        if s.collection == "sentinel-2-c1-l2a":  # probability COGs and the sun's angles
+            assert {"cloud", "snow"} <= set(s.assets), s.id
+            assert s.assets["cloud"].endswith("CLD_20m.tif"), s.id
+            assert 0 < s.sun_elevation < 90 and 0 <= s.sun_azimuth <= 360, s.id
+        else:  # JPEG2000 probability layers (requester-pays bucket) are left alone
+            assert not {"cloud", "snow"} & set(s.assets), s.id
         assert s.crs.startswith("EPSG:32"), s.id
         assert len(s.tile) == 5 and s.tile[:2].isdigit(), (s.id, s.tile)
         assert s.platform in ("sentinel-2a", "sentinel-2b"), s.id

@@ -571,6 +571,28 @@ def test_advanced_options_follow_the_options_table_and_persist(qgis_iface, canva
         again.deleteLater()
 
 
+def test_cloud_mask_choice_and_probability_reach_the_engine(dlg, tmp_path, monkeypatch):
+    from clearsky.core import mlmask
+    from clearsky.core.options import CloudMask
+
+    assert [dlg.cloudMaskCombo.itemData(i) for i in range(dlg.cloudMaskCombo.count())] == [
+        m.value for m in CloudMask]
+    assert dlg.cloudMaskCombo.currentData() == "scl" and dlg.cloudProbSpin.value() == 40
+    assert dlg.cloudProbSpin.maximum() == 100 and "CLOUD_PROB" in dlg.cloudMaskCombo.toolTip()
+    set_text_aoi(dlg, "13.5,52.33,13.52,52.35")
+    dlg.outputWidget.setFilePath(str(tmp_path / "m.tif"))
+    dlg.cloudMaskCombo.setCurrentIndex(dlg.cloudMaskCombo.findData("scl+prob+shadow"))
+    dlg.cloudProbSpin.setValue(60)
+    params = dlg.mosaic_params()
+    assert params.cloud_mask == CloudMask.SHADOW and params.cloud_prob == 60
+    assert dlg.search_params().cloud_mask == CloudMask.SHADOW  # the AOI check's rule too
+    # without its packages the ML choice is greyed out and says how to install them
+    monkeypatch.setattr(mlmask, "missing", lambda: ("onnxruntime",))
+    dlg._offer_ml_mask_only_when_installed()
+    item = dlg.cloudMaskCombo.model().item(dlg.cloudMaskCombo.findData("ml"))
+    assert not item.isEnabled() and "pip install" in item.toolTip()
+
+
 def test_resolution_is_metres_for_a_geographic_target_crs(dlg, tmp_path):
     """The dialog and Processing pass the same RESOLUTION: metres on the ground."""
     set_text_aoi(dlg, "13.5,52.33,13.52,52.35")

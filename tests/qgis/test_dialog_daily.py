@@ -81,6 +81,7 @@ CHANGES = {
     "mask classes": (lambda d: d.invalidScl.setText("0,1,3,8,9,10,11"),
                      {"invalid_scl": frozenset({0, 1, 3, 8, 9, 10, 11})}),
     "dilation": (lambda d: d.dilationSpin.setValue(0), {"dilation": 0}),
+    "cloud mask": (lambda d: d.cloudMaskCombo.setCurrentIndex(1), {"cloud_mask": "scl+prob"}),
 }
 
 

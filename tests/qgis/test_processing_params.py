@@ -42,15 +42,16 @@ from clearsky.ui.layers import rgb_band_numbers, style_footprints_layer, style_m
 
 BUILD = [
     "AOI", "START_DATE", "END_DATE", "CATALOG", "COLLECTION", "MAX_SCENE_CLOUD", "MAX_AOI_CLOUD",
-    "INVALID_SCL", "DILATION", "METHOD", "PERCENTILE", "BANDS", "OUTPUT_TYPE", "COUNT_BAND",
+    "INVALID_SCL", "DILATION", "CLOUD_MASK", "CLOUD_PROB", "METHOD", "PERCENTILE", "BANDS",
+    "OUTPUT_TYPE", "COUNT_BAND",
     "SOURCE_BAND", "TARGET_DATE", "TARGET_CRS", "RESOLUTION", "CLIP_TO_AOI", "EXECUTOR", "RESUME",
     "OUTPUT", "REPORT",
 ]
 SEARCH = ["AOI", "START_DATE", "END_DATE", "CATALOG", "COLLECTION", "MAX_SCENE_CLOUD",
-          "MAX_AOI_CLOUD", "INVALID_SCL", "DILATION", "OUTPUT"]
+          "MAX_AOI_CLOUD", "INVALID_SCL", "DILATION", "CLOUD_MASK", "CLOUD_PROB", "OUTPUT"]
 CLIPS = ["AOI", "NAME_FIELD", "START_DATE", "END_DATE", "CATALOG", "COLLECTION",
-         "MAX_SCENE_CLOUD", "MAX_AOI_CLOUD", "INVALID_SCL", "DILATION", "BANDS", "OUTPUT_FOLDER",
-         "OUTPUT"]
+         "MAX_SCENE_CLOUD", "MAX_AOI_CLOUD", "INVALID_SCL", "DILATION", "CLOUD_MASK", "CLOUD_PROB",
+         "BANDS", "OUTPUT_FOLDER", "OUTPUT"]
 BERLIN = "POLYGON((13.50 52.30, 13.52 52.30, 13.52 52.32, 13.50 52.32, 13.50 52.30))"
 
 
@@ -424,19 +425,23 @@ def test_advanced_options_are_flagged_and_read(provider, tmp_path):
     alg = algorithm("clearsky:buildmosaic")
     d = {p.name(): p for p in alg.parameterDefinitions()}
     advanced = {n for n, p in d.items() if p.flags() & FLAG_ADVANCED}
-    assert advanced == {"INVALID_SCL", "DILATION", "TARGET_DATE", "SOURCE_BAND", "EXECUTOR",
-                        "RESUME"}
+    assert advanced == {"INVALID_SCL", "DILATION", "CLOUD_MASK", "CLOUD_PROB", "TARGET_DATE",
+                        "SOURCE_BAND", "EXECUTOR", "RESUME"}
+    assert d["CLOUD_MASK"].defaultValue() == 0 and d["CLOUD_PROB"].defaultValue() == 40
+    assert len(d["CLOUD_MASK"].options()) == 4
     assert d["INVALID_SCL"].defaultValue() == "0,1,3,8,9,10"
     assert d["DILATION"].defaultValue() == 2 and d["DILATION"].maximum() == 50
     assert d["TARGET_DATE"].flags() & FLAG_OPTIONAL
     params = alg.engine_params(
         base_params(tmp_path, INVALID_SCL="0, 1, 3, 8, 9, 10, 11", DILATION=0,
-                    TARGET_DATE="2024-06-10", SOURCE_BAND=True),
+                    TARGET_DATE="2024-06-10", SOURCE_BAND=True, CLOUD_MASK=2,
+                    CLOUD_PROB=55),
         context(), for_run=False,
     )
     assert params.invalid_scl == frozenset({0, 1, 3, 8, 9, 10, 11})
     assert params.dilation == 0 and params.target_date == date(2024, 6, 10)
     assert params.source_band is True
+    assert params.cloud_mask == "scl+prob+shadow" and params.cloud_prob == 55
     assert "INVALID_SCL" in alg.shortHelpString() and "Default 0,1,3,8,9,10." in \
         alg.shortHelpString()
 

@@ -68,7 +68,8 @@ def test_help_lists_every_parameter(qgis_process, env):
     for name in ("AOI", "START_DATE", "END_DATE", "CATALOG", "COLLECTION", "MAX_SCENE_CLOUD",
                  "MAX_AOI_CLOUD", "METHOD", "PERCENTILE", "BANDS", "OUTPUT_TYPE", "COUNT_BAND",
                  "TARGET_CRS", "RESOLUTION", "CLIP_TO_AOI", "OUTPUT", "REPORT", "INVALID_SCL",
-                 "DILATION", "TARGET_DATE", "SOURCE_BAND", "EXECUTOR", "RESUME"):
+                 "DILATION", "CLOUD_MASK", "CLOUD_PROB", "TARGET_DATE", "SOURCE_BAND", "EXECUTOR",
+                 "RESUME"):
         assert f"{name}:" in done.stdout, name
 
 

@@ -32,8 +32,9 @@ from .cog import write_cog
 from .geography import Grid, Tile, points, to_lonlat
 from .landscape import BANDS
 from .passes import Pass
-from .stac import ASSETS, make_collection, make_item
+from .stac import assets_of, make_collection, make_item
 from .truth import COLLECTIONS, L2A, ItemInfo, World
+from .weather import snow_probability
 
 # The modules whose code decides the archive's bytes (servers and test helpers are not).
 GENERATOR_MODULES = ("__init__.py", "cog.py", "generate.py", "geography.py", "landscape.py",
@@ -97,7 +98,8 @@ def render_scene(world: World, pass_index: int, tile_id: str, infos: List[ItemIn
     valid10 = pts10.x >= world.swath_edge_x(pts10.y) if p.swath_edge else np.ones(pts10.shape, bool)
     valid20 = pts20.x >= world.swath_edge_x(pts20.y) if p.swath_edge else np.ones(pts20.shape, bool)
     sky = w.sky(pts10)
-    observed = {b: sky.observe(b, world._surface(b, p, pts10)) for b in BANDS}
+    observed = {b: world.misses[pass_index].observe(b, sky.observe(b, world._surface(b, p, pts10)),
+                                                   pts10) for b in BANDS}
     scl = world._scl(p, pts20, valid20)
     counts = np.bincount(scl.ravel(), minlength=12).tolist()
 
@@ -124,11 +126,26 @@ def render_scene(world: World, pass_index: int, tile_id: str, infos: List[ItemIn
                 write_cog(target, to_visual(rgb, valid10), t.transform10, t.epsg,
                           block_size=block_size, resampling="AVERAGE", rgb=True)
             shared.setdefault((key, info.calibration), target)
-        for key in ASSETS:
+        write_probabilities(world, pass_index, pts20, scl, folder, t, block_size, info.collection)
+        for key in assets_of(info.collection):
             path = folder / f"{key}.tif"
             written[key] = (path.stat().st_size, _sha256(path))
         files[info.id] = written
     return counts, files
+
+
+def write_probabilities(world: World, pass_index: int, pts20, scl: np.ndarray, folder: Path,
+                        t: Tile, block_size: int, collection: str) -> None:
+    """cloud.tif and snow.tif (20 m uint8 %, nodata 0 in the metadata although 0 is 0 %,
+    averaged overviews as a careless reader would use) for sentinel-2-c1-l2a items."""
+    if collection == L2A:
+        return
+    cloud = world.misses[pass_index].cloud_probability(scl, pts20)
+    snow = snow_probability(world.weather[pass_index].snow_cover(pts20), pts20.shape)
+    snow[scl == 0] = 0
+    for key, arr in (("cloud", cloud), ("snow", snow)):
+        write_cog(folder / f"{key}.tif", arr, t.transform20, t.epsg, block_size=block_size,
+                  resampling="AVERAGE")
 
 
 def _render_job(args):

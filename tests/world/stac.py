@@ -16,6 +16,7 @@ from shapely.geometry import Polygon, mapping
 from .geography import Tile
 from .passes import Pass
 from .truth import C1, L2A, ItemInfo
+from .weather import SUN_AZIMUTH, SUN_ELEVATION
 
 ASSET_BASE = "__ASSET_BASE__"
 COG_TYPE = "image/tiff; application=geotiff; profile=cloud-optimized"
@@ -35,6 +36,12 @@ BAND_INFO = {
 }
 REFLECTANCE_ASSETS = ("blue", "green", "red", "nir")
 ASSETS = REFLECTANCE_ASSETS + ("scl", "visual")
+PROBABILITY_ASSETS = ("cloud", "snow")  # sentinel-2-c1-l2a only, as Earth Search has them
+
+
+def assets_of(collection: str) -> tuple:
+    """The asset keys the archive writes for an item of `collection`."""
+    return ASSETS + (PROBABILITY_ASSETS if collection == C1 else ())
 
 
 def iso(dt: datetime) -> str:
@@ -73,6 +80,12 @@ def asset_defs(collection: str) -> Dict[str, dict]:
                      "raster:bands": [{"nodata": 0, "data_type": "uint8",
                                        "spatial_resolution": 10}] * 3,
                      "roles": ["visual"]}
+    if collection == C1:  # raster:bands say nodata 0, although 0 means 0 % (the trap)
+        for key, title in (("cloud", "Cloud Probabilities"), ("snow", "Snow Probabilities")):
+            out[key] = {"type": COG_TYPE, "title": title, "gsd": 20,
+                        "raster:bands": [{"nodata": 0, "data_type": "uint8",
+                                          "spatial_resolution": 20}],
+                        "roles": ["data", key]}
     return out
 
 
@@ -147,6 +160,8 @@ def make_item(info: ItemInfo, p: Pass, tile: Tile, footprint: Polygon, scl_count
         "sat:relative_orbit": p.relative_orbit,
         "sat:absolute_orbit": p.absolute_orbit,
         "sat:orbit_state": "descending",
+        "view:sun_azimuth": SUN_AZIMUTH,  # consistent with the shadows' offset
+        "view:sun_elevation": SUN_ELEVATION,
     }
     tile_key = "s2:tile_id" if c == C1 else "s2:granule_id"
     props[tile_key] = (f"S2{p.letter}_OPER_MSI_L2A_TL_{fac}_{gen_s}_{absolute}_T{tile.id}_"
@@ -163,7 +178,7 @@ def make_item(info: ItemInfo, p: Pass, tile: Tile, footprint: Polygon, scl_count
 
     assets = {}
     for key, base in asset_defs(c).items():
-        res = 20 if key == "scl" else 10
+        res = 20 if key in ("scl",) + PROBABILITY_ASSETS else 10
         tr, (rows, cols) = tile.grid(res)
         xmin, ymin, xmax, ymax = tile.bounds
         asset = {"href": f"{ASSET_BASE}/data/{c}/{info.id}/{key}.tif", **base,

@@ -38,7 +38,7 @@ from .passes import (
     make_passes,
     weather_specs,
 )
-from .weather import make_weather
+from .weather import make_misses, make_weather, snow_probability
 
 DEFAULT_INVALID = frozenset({0, 1, 3, 8, 9, 10})
 CLOUD_CLASSES = frozenset({8, 9, 10})  # what eo:cloud_cover counts
@@ -125,6 +125,7 @@ class World:
         c2, r2 = AOI_SHAPES["cloudy_under_clear"][0], shapes["cloudy_under_clear"][1]
         self.weather = make_weather(self.seed, self.bounds_m, weather_specs(),
                                     (*c1, r1), (*c2, r2))
+        self.misses = make_misses(self.bounds_m, len(self.passes))  # what SCL misses
         self._pass_tiles: Dict[int, List[Tile]] = {}
         self._cloud_cover: Dict[Tuple[int, str], float] = {}
 
@@ -193,6 +194,7 @@ class World:
         w = self.weather[p.index]
         sky = sky if sky is not None else w.sky(pts)
         scl = sky.classify(self.landscape.surface_scl(pts), w.snow_cover(pts))
+        scl = self.misses[p.index].classify(scl, pts)
         scl[~covered] = 0
         return scl
 
@@ -208,13 +210,31 @@ class World:
         Equals `reflectance` wherever `clear` is true."""
         p, pts = self.passes[pass_index], self._points(crs, transform, shape)
         sky = self.weather[p.index].sky(pts)
-        r = sky.observe(band, self._surface(band, p, pts))
+        r = self.misses[p.index].observe(band, sky.observe(band, self._surface(band, p, pts)), pts)
         return np.where(self._covered(p, pts), r, np.nan).astype(np.float32)
 
     def scl(self, pass_index: int, crs, transform, shape) -> np.ndarray:
         """SCL classes (uint8) at the pixel centres; 0 where the pass has no data."""
         p, pts = self.passes[pass_index], self._points(crs, transform, shape)
         return self._scl(p, pts, self._covered(p, pts))
+
+    def missed(self, pass_index: int, crs, transform, shape) -> np.ndarray:
+        """True where SCL calls a pixel clear (4/5) although haze or a cloud shadow changed
+        it (the phenomena of `weather.Misses`); False where the pass has no data."""
+        p, pts = self.passes[pass_index], self._points(crs, transform, shape)
+        return self.misses[p.index].missed(pts) & self._covered(p, pts)
+
+    def cloud_probability(self, pass_index: int, crs, transform, shape) -> np.ndarray:
+        """The `cloud` asset's values (uint8 %, 0 = 0 % and where the pass has no data)."""
+        p, pts = self.passes[pass_index], self._points(crs, transform, shape)
+        scl = self._scl(p, pts, self._covered(p, pts))
+        return self.misses[p.index].cloud_probability(scl, pts)
+
+    def snow_probability(self, pass_index: int, crs, transform, shape) -> np.ndarray:
+        """The `snow` asset's values (uint8 %)."""
+        p, pts = self.passes[pass_index], self._points(crs, transform, shape)
+        prob = snow_probability(self.weather[p.index].snow_cover(pts), pts.shape)
+        return np.where(self._covered(p, pts), prob, 0).astype(np.uint8)
 
     def clear(self, pass_index: int, crs, transform, shape,
               invalid: Iterable[int] = DEFAULT_INVALID) -> np.ndarray:

@@ -282,3 +282,109 @@ def make_weather(seed: int, bounds, specs: Sequence[PassWeatherSpec],
 
 
 __all__ = ["BANDS", "Weather", "Sky", "PassWeatherSpec", "make_weather", "Hole", "Layer"]
+
+
+# --- what SCL misses ------------------------------------------------------------------------
+# The sun that casts SHADOW_OFFSET: shadows lie opposite the sun azimuth, at cloud height /
+# tan(elevation). Every item says so in view:sun_azimuth / view:sun_elevation.
+SHADOW_HEIGHT_M = 600.0  # the clouds of this world float this high
+SUN_AZIMUTH = round(float(np.degrees(np.arctan2(-SHADOW_OFFSET[0], -SHADOW_OFFSET[1]))) % 360.0, 6)
+SUN_ELEVATION = round(float(np.degrees(np.arctan2(SHADOW_HEIGHT_M, np.hypot(*SHADOW_OFFSET)))), 6)
+MISSES_PASS = 6  # a sparse pass, clear along the east edge: best pixel takes it there
+HAZE_OPACITY = 0.35  # thin cloud SCL calls vegetation/bare soil: brighter, not opaque
+HAZE_EDGE = 40.0  # metres over which the haze fades out
+SHADOW_EDGE = 12.0  # metres over which a missed shadow fades out
+# Sen2Cor-like cloud probability (%) per SCL class, and over the haze SCL misses.
+CLOUD_PROBABILITY = {8: 55, 9: 90, 10: 25}
+HAZE_PROBABILITY = 70
+
+
+@dataclass(frozen=True)
+class Misses:
+    """One pass's phenomena the scene classification misses, known to the truth:
+    `haze` discs (x, y, r) of thin cloud whose SCL stays 4/5 while the pixels brighten and
+    the cloud probability is high; `casters` small clouds SCL flags (9) whose shadows, at
+    SHADOW_OFFSET, it leaves unflagged."""
+
+    haze: Tuple[Tuple[float, float, float], ...] = ()
+    casters: Tuple[Tuple[float, float, float], ...] = ()
+
+    def _haze(self, pts) -> Tuple[np.ndarray, np.ndarray]:
+        """(opacity, flagged by the probability layer) of the haze."""
+        alpha, flag = np.zeros(pts.shape), np.zeros(pts.shape, bool)
+        for x, y, r in self.haze:
+            d = np.hypot(pts.x - x, pts.y - y)
+            np.maximum(alpha, HAZE_OPACITY * np.clip((r - d) / HAZE_EDGE, 0.0, 1.0), out=alpha)
+            flag |= d < r + MARGIN_M
+        return alpha, flag
+
+    def _casters(self, pts, shift=(0.0, 0.0)) -> Tuple[np.ndarray, np.ndarray]:
+        """(strength 0..1, SCL flag) of the caster clouds, or of their shadows when shifted."""
+        strength, flag = np.zeros(pts.shape), np.zeros(pts.shape, bool)
+        for x, y, r in self.casters:
+            d = np.hypot(pts.x - x - shift[0], pts.y - y - shift[1])
+            np.maximum(strength, np.clip((r - d) / SHADOW_EDGE, 0.0, 1.0), out=strength)
+            flag |= d < r + MARGIN_M
+        return strength, flag
+
+    def observe(self, band: str, observed: np.ndarray, pts) -> np.ndarray:
+        """The pixels with these phenomena added on top of what the sky did."""
+        if not (self.haze or self.casters):
+            return observed
+        alpha, _ = self._haze(pts)
+        cloud, _ = self._casters(pts)
+        shadow, _ = self._casters(pts, SHADOW_OFFSET)
+        top = CLOUD_TOP[band]
+        r = observed * (1.0 - (1.0 - SHADOW_FACTOR) * shadow)
+        r = (1.0 - alpha) * r + alpha * top
+        r = (1.0 - cloud) * r + cloud * top
+        changed = (alpha > 0) | (cloud > 0) | (shadow > 0)
+        return np.where(changed, np.rint(r * 10000.0) / 10000.0, observed)
+
+    def classify(self, scl: np.ndarray, pts) -> np.ndarray:
+        """SCL with the caster clouds flagged 8, 9 in their opaque core (as the sky's clouds:
+        every 10 m pixel of a 20 m 9-pixel has opacity >= CORE_STRENGTH); their shadows and
+        the haze are not flagged."""
+        if self.casters:
+            _, flag = self._casters(pts)
+            core = np.zeros(pts.shape, bool)
+            for x, y, r in self.casters:
+                core |= np.hypot(pts.x - x, pts.y - y) < r - CORE_STRENGTH * SHADOW_EDGE - MARGIN_M
+            scl = scl.copy()
+            scl[flag] = 8
+            scl[core] = 9
+        return scl
+
+    def missed(self, pts) -> np.ndarray:
+        """Pixels these phenomena change that SCL does not flag: haze and caster shadows."""
+        alpha, _ = self._haze(pts)
+        shadow, _ = self._casters(pts, SHADOW_OFFSET)
+        _, cloud_flag = self._casters(pts)
+        return ((alpha > 0) | (shadow > 0)) & ~cloud_flag
+
+    def cloud_probability(self, scl: np.ndarray, pts) -> np.ndarray:
+        """Cloud probability (uint8 %) from the SCL classes, plus the haze SCL missed."""
+        prob = np.zeros(scl.shape, np.uint8)
+        for cls, value in CLOUD_PROBABILITY.items():
+            prob[scl == cls] = value
+        if self.haze:
+            _, flag = self._haze(pts)
+            prob[flag & (scl != 0)] = np.maximum(prob[flag & (scl != 0)], HAZE_PROBABILITY)
+        return prob
+
+
+def make_misses(bounds, n_passes: int) -> List[Misses]:
+    """Misses for every pass: only MISSES_PASS has some, near the region's east edge (outside
+    the central 70 % that the mosaic tests cover, so their SCL-only truth still holds)."""
+    xmin, ymin, xmax, ymax = bounds
+    out = [Misses() for _ in range(n_passes)]
+    out[MISSES_PASS] = Misses(haze=((xmax - 450.0, -1000.0, 120.0), (xmax - 400.0, 300.0, 100.0)),
+                              casters=((xmax - 150.0, 900.0, 80.0),))
+    return out
+
+
+def snow_probability(snow: Optional[np.ndarray], shape) -> np.ndarray:
+    """Snow probability (uint8 %) from the snow cover fraction (0..0.95)."""
+    if snow is None:
+        return np.zeros(shape, np.uint8)
+    return np.clip(np.rint(snow / 0.95 * 100.0), 0, 100).astype(np.uint8)
