@@ -146,15 +146,17 @@ def output_estimate(params: MosaicParams, grid: Grid, files: int) -> Estimate:
 
 @dataclass(frozen=True)
 class _Read:
-    """One asset read: which file, at which overview level, over which bounds."""
+    """One asset a run reads: which file, with or without overviews, with what margin."""
 
     href: str
     use_overviews: bool
-    margin: int  # source pixels read around the window
+    margin: int  # source pixels read around each block's window
 
 
-def _tiles(read: _Read, grid: Grid) -> Tuple[int, int]:
-    """(bytes, tiles) of the asset's tiles under the grid, at the level a read uses."""
+def _tiles(read: _Read, grids: Sequence[Grid]) -> Tuple[int, int]:
+    """(bytes, tiles) of the asset's tiles under any of `grids` (the blocks that read it),
+    each tile once (GDAL's /vsicurl/ cache serves a tile a second block needs), at the
+    overview level a read uses."""
     path = io.gdal_path(read.href)
     # No retries here: an unreadable file costs the estimate nothing (it counts as 0 bytes)
     # and the run's own reads retry it with their budget.
@@ -162,45 +164,78 @@ def _tiles(read: _Read, grid: Grid) -> Tuple[int, int]:
     with rasterio.Env(**options):
         ds = io._open(path)
         try:
-            bounds = transform_bounds(grid.crs, ds.crs, *grid.bounds, densify_pts=21)
-            if io._window(ds, bounds, 0, clip=True) is None:
-                return 0, 0
             factors = ds.overviews(1) if read.use_overviews else []
             level = None
             if factors:
                 level = io.choose_overview(ds.width, ds.height, max(ds.res), factors,
-                                           io._pixel_size_in(grid, ds.crs))
+                                           io._pixel_size_in(grids[0], ds.crs))
             scale = 1 if level is None else factors[level]
             width, height = (ds.width, ds.height) if level is None else (
                 -(-ds.width // scale), -(-ds.height // scale))
-            inv = ~ds.transform
-            corners = [inv * (x, y) for x in (bounds[0], bounds[2])
-                       for y in (bounds[1], bounds[3])]
-            cols = [c / (ds.width / width) for c, _ in corners]
-            rows = [r / (ds.height / height) for _, r in corners]
-            m = read.margin
-            c0, c1 = max(0, math.floor(min(cols)) - m), min(width, math.ceil(max(cols)) + m)
-            r0, r1 = max(0, math.floor(min(rows)) - m), min(height, math.ceil(max(rows)) + m)
             th, tw = ds.block_shapes[0]
+            inv = ~ds.transform
+            wanted: set = set()
+            for grid in grids:
+                bounds = transform_bounds(grid.crs, ds.crs, *grid.bounds, densify_pts=21)
+                corners = [inv * (x, y) for x in (bounds[0], bounds[2])
+                           for y in (bounds[1], bounds[3])]
+                cols = [c * width / ds.width for c, _ in corners]
+                rows = [r * height / ds.height for _, r in corners]
+                m = read.margin
+                c0, c1 = max(0, math.floor(min(cols)) - m), min(width, math.ceil(max(cols)) + m)
+                r0, r1 = max(0, math.floor(min(rows)) - m), min(height, math.ceil(max(rows)) + m)
+                if c1 <= c0 or r1 <= r0:
+                    continue
+                wanted.update((tx, ty) for ty in range(r0 // th, (r1 - 1) // th + 1)
+                              for tx in range(c0 // tw, (c1 - 1) // tw + 1))
             total = tiles = 0
-            for ty in range(r0 // th, (r1 - 1) // th + 1):
-                for tx in range(c0 // tw, (c1 - 1) // tw + 1):
-                    size = ds.get_tag_item(f"BLOCK_SIZE_{tx}_{ty}", "TIFF", bidx=1, ovr=level)
-                    if size:
-                        total += int(size)
-                        tiles += 1
+            for tx, ty in wanted:
+                size = ds.get_tag_item(f"BLOCK_SIZE_{tx}_{ty}", "TIFF", bidx=1, ovr=level)
+                offset = ds.get_tag_item(f"BLOCK_OFFSET_{tx}_{ty}", "TIFF", bidx=1, ovr=level)
+                if size and offset:
+                    # a COG puts its small overviews right after the header: the part of a
+                    # tile inside the header's first request is not fetched again
+                    end = int(offset) + int(size)
+                    total += max(0, end - max(int(offset), HEADER_BYTES))
+                    tiles += int(end > HEADER_BYTES)
             return total, tiles
         finally:
             io._close_transient()
 
 
-def _reads(scenes: Sequence[Scene], bands: Sequence[str], grid: Grid, radius: int
-           ) -> List[_Read]:
-    out = []
-    for scene in scenes:
-        out.append(_Read(scene.assets[SCL], False, radius + 1))
-        out.extend(_Read(scene.assets[b], True, 2) for b in bands)
-    return out
+def _plan_reads(params: MosaicParams, grid: Grid, chosen: Sequence[SceneReport], passes,
+                radius: int, jobs: Dict[_Read, List[Grid]]) -> None:
+    """The reads the blocks will make, as the block task makes them: per block and pass,
+    the tiles whose footprint meets the block, in the output CRS first; for stacks a pass
+    stops at the tile that completes the block's cover; a scene clear nowhere over the AOI
+    is read for its SCL only."""
+    from shapely.geometry import Polygon
+
+    stacked = bool(params.statistics) or params.method.value != "best"
+    aoi = params.aoi.wgs84 if params.clip_to_aoi else None
+    cloud = {r.scene.id: r.aoi_cloud for r in chosen}
+    for block in grid.blocks(params.block_size):
+        area = _grid_wgs84(block.grid)
+        if aoi is not None:
+            area = area.intersection(aoi)
+            if area.is_empty:
+                continue
+        for p in passes:
+            scenes = [s for _i, s in p.scenes if s.footprint.intersects(area)]
+            if stacked:
+                scenes.sort(key=lambda s: s.crs != grid.crs)
+            covered: Polygon = Polygon()
+            for scene in scenes:
+                if stacked and not covered.is_empty and area.difference(covered).area < \
+                        1e-6 * area.area:
+                    break
+                jobs.setdefault(_Read(scene.assets[SCL], False, radius + 1), []).append(
+                    block.grid)
+                covered = covered.union(scene.footprint)
+                if (cloud.get(scene.id) or 0.0) >= 100.0:
+                    continue  # nothing usable over the AOI: no band is read
+                for band in params.bands:
+                    jobs.setdefault(_Read(scene.assets[band], True, 2), []).append(block.grid)
 
 
 def read_estimate(estimate: Estimate, params: MosaicParams, grid: Grid,
@@ -212,25 +247,26 @@ def read_estimate(estimate: Estimate, params: MosaicParams, grid: Grid,
     radius = MaskRule(frozenset(params.invalid_scl), int(params.dilation)).radius_px(
         pixel_size_m(grid))
     footprint = _grid_wgs84(grid)
-    jobs: List[_Read] = []
+    jobs: Dict[_Read, List[Grid]] = {}
     used: Dict[str, Scene] = {}
     for period in periods:
         chosen = [r for r in kept if period is None or period.contains(r.scene.date)]
         chosen = [r for r in chosen if r.scene.footprint.intersects(footprint)]
-        passes = plan_passes(chosen, params.start, params.end, params.target_date)
+        start, end = (params.start, params.end) if period is None else (period.start,
+                                                                        period.end)
+        passes = plan_passes(chosen, start, end, params.target_date)
         estimate.periods.append(PeriodEstimate(period.name if period else "", len(chosen),
                                                len(passes)))
         estimate.passes += len(passes)
         for r in chosen:
             used[r.scene.id] = r.scene
-        jobs.extend(_reads([r.scene for r in chosen], params.bands, grid, radius))
+        _plan_reads(params, grid, chosen, passes, radius, jobs)
     estimate.scenes = len(used)
-    unique = list(dict.fromkeys(jobs))  # the same asset in two periods is read twice
     sizes: Dict[_Read, Tuple[int, int]] = {}
 
     def one(read: _Read) -> Tuple[_Read, Tuple[int, int]]:
         try:
-            return read, _tiles(read, grid)
+            return read, _tiles(read, jobs[read])
         except (ReadError, RasterioError, CPLE_BaseError, OSError):
             return read, (0, 0)  # unreadable: the run will skip the scene and say why
 
@@ -238,7 +274,7 @@ def read_estimate(estimate: Estimate, params: MosaicParams, grid: Grid,
                               thread_name_prefix="clearsky-estimate")
     finished = False
     try:
-        pending = {pool.submit(one, read) for read in unique}
+        pending = {pool.submit(one, read) for read in jobs}
         while pending:  # cancel is honoured while a header request is stalled
             if progress is not None:
                 check_cancelled(progress)
@@ -249,9 +285,11 @@ def read_estimate(estimate: Estimate, params: MosaicParams, grid: Grid,
         finished = True
     finally:
         pool.shutdown(wait=finished, cancel_futures=True)
-    estimate.files_opened = len({r.href for r in unique})
-    estimate.read_bytes = sum(sizes[r][0] for r in jobs) + HEADER_BYTES * estimate.files_opened
-    estimate.read_requests = sum(sizes[r][1] for r in jobs) + estimate.files_opened
+    # band files are opened here first (one header request each); the search opened the SCL
+    band_files = {r.href for r in jobs if r.use_overviews}
+    estimate.files_opened = len({r.href for r in jobs})
+    estimate.read_bytes = sum(b for b, _ in sizes.values()) + HEADER_BYTES * len(band_files)
+    estimate.read_requests = sum(t for _, t in sizes.values()) + len(band_files)
     estimate.headers_read = True
     estimate.upper_bound = not (params.statistics or params.method.value != "best")
     return estimate
@@ -268,7 +306,8 @@ def _grid_wgs84(grid: Grid):
 def estimate_mosaic(params: MosaicParams, progress=None) -> Estimate:
     """Search, check the AOI's clouds, then estimate the run without compositing a pixel.
 
-    Reads the catalog, the SCL under the AOI (the search's own cloud check) and the headers
+    A run the output limit refuses is not searched at all (the figures say why). Otherwise
+    it reads the catalog, the SCL under the AOI (the search's own cloud check) and the headers
     of the assets the run would read; never a reflectance pixel. `refusal(params)` of the
     result says whether the limits would refuse the run."""
     from .errors import NoScenesError
@@ -279,17 +318,18 @@ def estimate_mosaic(params: MosaicParams, progress=None) -> Estimate:
 
     params.validate()
     progress = progress or NullProgress()
+    grid = output_grid(params.aoi, params.target_crs, params.resolution)
+    periods: List[Optional[Period]] = list(split_periods(params.periods, params.start,
+                                                         params.end)) or [None]
+    figures = output_estimate(params, grid, len(periods))
+    if figures.refusal(params) is not None:  # known from the grid: nothing is searched
+        return figures
     with io.gdal_env(params.max_workers):
         search = run_search(params, SubProgress(progress, 0, 80))
         kept = [r for r in search.reports if r.kept and
                 (params.scene_ids is None or r.scene.id in params.scene_ids)]
         if not kept:
             raise NoScenesError(why_nothing_left(search.reports, params))
-        grid = output_grid(params.aoi, params.target_crs, params.resolution)
-        periods: List[Optional[Period]] = list(split_periods(params.periods, params.start,
-                                                             params.end)) or [None]
-        figures = output_estimate(params, grid, len(periods))
-        if figures.refusal(params) is None:
-            read_estimate(figures, params, grid, kept, periods, params.max_workers, progress)
+        read_estimate(figures, params, grid, kept, periods, params.max_workers, progress)
     progress.set_progress(100)
     return figures

@@ -78,13 +78,20 @@ def _build(params: MosaicParams, progress: Progress, executor: Optional[Executor
         csv_path, json_path = check_report_paths(params.output, params.report_csv,
                                                  params.overwrite)
 
+    # The output size is known from the grid: a run over the limit is refused before the
+    # search reads a byte (the AOI cloud check's reads grow with the AOI too).
+    grid = output_grid(params.aoi, params.target_crs, params.resolution)
+    figures = output_estimate(params, grid, len(targets))
+    refusal = figures.refusal(params)
+    if refusal is not None:
+        progress.info(figures.text())
+        raise LimitError(refusal)
+
     search = run_search(params, SubProgress(progress, 0, 20))
     kept = [r for r in search.reports if r.kept and _wanted(r, params)]
     if not kept:
         raise NoScenesError(why_nothing_left(final_reports(search.reports, params, {}), params))
-
-    grid = output_grid(params.aoi, params.target_crs, params.resolution)
-    figures = estimate_run(params, grid, kept, [p for p, _ in targets], progress)
+    estimate_run(figures, params, grid, kept, [p for p, _ in targets], progress)
     names = output.band_names(params)
     options = io.current_options()
     contributed: Dict[str, int] = {}
@@ -156,15 +163,14 @@ def _build(params: MosaicParams, progress: Progress, executor: Optional[Executor
     )
 
 
-def estimate_run(params: MosaicParams, grid: Grid, kept: Sequence[SceneReport],
-                 periods: Sequence[Optional[Period]], progress: Progress) -> Estimate:
-    """The run's figures, logged; LimitError (before any reflectance is read) when over a
-    limit. The output size is checked from the grid alone, before a header is opened."""
-    figures = output_estimate(params, grid, len(periods))
+def estimate_run(figures: Estimate, params: MosaicParams, grid: Grid,
+                 kept: Sequence[SceneReport], periods: Sequence[Optional[Period]],
+                 progress: Progress) -> Estimate:
+    """The read figures after the search, logged; LimitError (before any reflectance is
+    read: only the band files' headers) when over a limit."""
+    progress.info(f"Estimating the reads from the headers of {len(kept)} scene(s)")
+    read_estimate(figures, params, grid, kept, periods, params.max_workers, progress)
     refusal = figures.refusal(params)
-    if refusal is None:
-        read_estimate(figures, params, grid, kept, periods, params.max_workers, progress)
-        refusal = figures.refusal(params)
     progress.info(figures.text())
     if refusal is not None:
         raise LimitError(refusal)
