@@ -42,9 +42,9 @@ from clearsky.ui.layers import rgb_band_numbers, style_footprints_layer, style_m
 
 BUILD = [
     "AOI", "START_DATE", "END_DATE", "CATALOG", "COLLECTION", "MAX_SCENE_CLOUD", "MAX_AOI_CLOUD",
-    "INVALID_SCL", "DILATION", "METHOD", "PERCENTILE", "BANDS", "OUTPUT_TYPE", "COUNT_BAND",
-    "SOURCE_BAND", "TARGET_DATE", "TARGET_CRS", "RESOLUTION", "CLIP_TO_AOI", "EXECUTOR", "RESUME",
-    "OUTPUT", "REPORT",
+    "INVALID_SCL", "DILATION", "METHOD", "PERCENTILE", "PERCENTILES", "BANDS", "OUTPUT_TYPE",
+    "COUNT_BAND", "SOURCE_BAND", "TARGET_DATE", "TARGET_CRS", "RESOLUTION", "CLIP_TO_AOI",
+    "PERIODS", "MAX_READ_GB", "MAX_OUTPUT_GIB", "EXECUTOR", "RESUME", "OUTPUT", "REPORT",
 ]
 SEARCH = ["AOI", "START_DATE", "END_DATE", "CATALOG", "COLLECTION", "MAX_SCENE_CLOUD",
           "MAX_AOI_CLOUD", "INVALID_SCL", "DILATION", "OUTPUT"]
@@ -116,7 +116,8 @@ def test_provider_is_registered_with_id_name_and_icon(provider):
 @pytest.mark.parametrize(
     "alg_id,names,outputs,title",
     [
-        ("clearsky:buildmosaic", BUILD, ["OUTPUT", "REPORT"], "Build cloud-free mosaic"),
+        ("clearsky:buildmosaic", BUILD, ["OUTPUT", "REPORT", "OUTPUTS"],
+         "Build cloud-free mosaic"),
         ("clearsky:searchscenes", SEARCH, ["OUTPUT"], "Search scenes and check AOI clouds"),
         ("clearsky:clearclips", CLIPS, ["OUTPUT_FOLDER", "OUTPUT", "CSV"],
          "Download clear AOI clips"),
