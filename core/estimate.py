@@ -29,7 +29,7 @@ from .periods import Period
 from .plan import plan_passes
 from .progress import Progress, check_cancelled
 from .results import SceneReport
-from .scene import SCL, Scene
+from .scene import BAND_RESOLUTION, SCL, Scene
 
 # Measured on the offline archive and Earth Search from a laptop (bench/): remote COG reads
 # run at about 40 MB/s with 8 concurrent requests, each request costing ~60 ms of latency.
@@ -151,6 +151,7 @@ class _Read:
     href: str
     use_overviews: bool
     margin: int  # source pixels read around each block's window
+    band: str = SCL
 
 
 def _tiles(read: _Read, grids: Sequence[Grid]) -> Tuple[int, int]:
@@ -235,7 +236,8 @@ def _plan_reads(params: MosaicParams, grid: Grid, chosen: Sequence[SceneReport],
                 if (cloud.get(scene.id) or 0.0) >= 100.0:
                     continue  # nothing usable over the AOI: no band is read
                 for band in params.bands:
-                    jobs.setdefault(_Read(scene.assets[band], True, 2), []).append(block.grid)
+                    jobs.setdefault(_Read(scene.assets[band], True, 2, band), []).append(
+                        block.grid)
 
 
 def read_estimate(estimate: Estimate, params: MosaicParams, grid: Grid,
@@ -270,11 +272,24 @@ def read_estimate(estimate: Estimate, params: MosaicParams, grid: Grid,
         except (ReadError, RasterioError, CPLE_BaseError, OSError):
             return read, (0, 0)  # unreadable: the run will skip the scene and say why
 
+    stacked = bool(params.statistics) or params.method.value != "best"
+    opened = [r for r in jobs if stacked or not r.use_overviews]
+    if not stacked:
+        # Best available pixel reads few of the band files (it stops once a block is full):
+        # opening every header would cost more than the run reads. Their bound is the
+        # uncompressed uint16 window at the overview the read uses, with no request.
+        metres = pixel_size_m(grid)
+        for read in (r for r in jobs if r.use_overviews):
+            level = float(BAND_RESOLUTION.get(read.band, 10))
+            while level * 2 <= metres * (1 + 1e-6):
+                level *= 2
+            pixels = sum(g.width * g.height for g in jobs[read]) * (metres / level) ** 2
+            sizes[read] = (int(pixels * 2), len(jobs[read]))
     pool = ThreadPoolExecutor(max_workers=max(1, max_workers),
                               thread_name_prefix="clearsky-estimate")
     finished = False
     try:
-        pending = {pool.submit(one, read) for read in jobs}
+        pending = {pool.submit(one, read) for read in opened}
         while pending:  # cancel is honoured while a header request is stalled
             if progress is not None:
                 check_cancelled(progress)
@@ -286,8 +301,8 @@ def read_estimate(estimate: Estimate, params: MosaicParams, grid: Grid,
     finally:
         pool.shutdown(wait=finished, cancel_futures=True)
     # band files are opened here first (one header request each); the search opened the SCL
-    band_files = {r.href for r in jobs if r.use_overviews}
-    estimate.files_opened = len({r.href for r in jobs})
+    band_files = {r.href for r in opened if r.use_overviews}
+    estimate.files_opened = len({r.href for r in opened})
     estimate.read_bytes = sum(b for b, _ in sizes.values()) + HEADER_BYTES * len(band_files)
     estimate.read_requests = sum(t for _, t in sizes.values()) + len(band_files)
     estimate.headers_read = True

@@ -277,7 +277,7 @@ OPTIONS: Tuple[Option, ...] = (
            "When given it replaces METHOD's single statistic: the output has one band per "
            "statistic and band, named <band>_p25, <band>_p50, ..., <band>_mean, <band>_std "
            "(statistic by statistic: the first three bands are the first statistic's red, "
-           "green, blue). Empty = METHOD decides."),
+           "green, blue). Empty = METHOD decides.", optional=True),
     Option("bands", "BANDS", "Bands", BANDS, ("red", "green", "blue"),
            "Comma-separated Sentinel-2 common band names, in output order. Known names: "
            + ", ".join(BAND_RESOLUTION) + "."),

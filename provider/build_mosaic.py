@@ -158,7 +158,9 @@ class BuildMosaicAlgorithm(ClearskyAlgorithm):
             if context.willLoadLayerOnCompletion(key):
                 styler = keep_alive(MosaicStyler(result.band_names, params.output_type.value))
                 context.layerToLoadOnCompletionDetails(key).setPostProcessor(styler)
-        values: Dict[str, Any] = {pdefs.OUTPUT: output, pdefs.OUTPUTS: outputs}
+        values: Dict[str, Any] = {pdefs.OUTPUT: output}
+        if params.periods:  # single-period runs return what they always did
+            values[pdefs.OUTPUTS] = outputs
         if result.report_csv is not None:  # skipped: no REPORT output at all
             values[pdefs.REPORT] = str(result.report_csv)
         return values

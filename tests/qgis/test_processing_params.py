@@ -426,7 +426,7 @@ def test_advanced_options_are_flagged_and_read(provider, tmp_path):
     d = {p.name(): p for p in alg.parameterDefinitions()}
     advanced = {n for n, p in d.items() if p.flags() & FLAG_ADVANCED}
     assert advanced == {"INVALID_SCL", "DILATION", "TARGET_DATE", "SOURCE_BAND", "EXECUTOR",
-                        "RESUME"}
+                        "RESUME", "MAX_READ_GB", "MAX_OUTPUT_GIB"}
     assert d["INVALID_SCL"].defaultValue() == "0,1,3,8,9,10"
     assert d["DILATION"].defaultValue() == 2 and d["DILATION"].maximum() == 50
     assert d["TARGET_DATE"].flags() & FLAG_OPTIONAL
@@ -539,5 +539,7 @@ def test_report_left_as_skip_output_in_the_dialog_writes_no_report(
         "AOI": layer, "START_DATE": "2024-06-01", "END_DATE": "2024-06-30",
         "CATALOG": served.stac_url, "OUTPUT": str(out), "REPORT": entered["REPORT"]})
     assert result == {"OUTPUT": str(out)}
-    assert out.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["skipped.tif"]
+    # no report; the COG's STAC item is part of the output, not of the report
+    assert out.exists() and sorted(p.name for p in tmp_path.iterdir()) == [
+        "skipped.stac.json", "skipped.tif"]
     QgsProject.instance().removeMapLayer(layer.id())
