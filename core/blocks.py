@@ -46,6 +46,16 @@ class CompositeSpec:
     output_type: OutputType
     count_band: bool = False
     source_band: bool = False
+    statistics: Tuple[str, ...] = ()  # several statistics of one stack (then not `method`)
+
+    @property
+    def stacked(self) -> bool:
+        """The block keeps every pass's observation (median, percentiles, statistics)."""
+        return bool(self.statistics) or self.method is not Method.BEST
+
+    @property
+    def value_bands(self) -> int:
+        return len(self.bands) * max(1, len(self.statistics))
 
 
 @dataclass(frozen=True)
@@ -186,7 +196,7 @@ def run_block(task: BlockTask) -> BlockResult:
     with _gdal(task.gdal), _pools_for(task) as pools:
         reads = _SafeReads(SceneReader(spec.bands, task.mask, grid, pools.bands.map), task.skip)
         passes = [list(p.scenes) for p in task.passes]
-        if spec.method is Method.BEST:
+        if not spec.stacked:
             values, count, source, contributed = _best(grid, passes, target, spec, reads)
         else:
             ordered = [_native_first(scenes, grid.crs) for scenes in passes]
@@ -323,9 +333,12 @@ def _stack(grid: Grid, passes: List[List[Indexed]], target: np.ndarray, spec: Co
         stack.append(values)
         if count is not None:
             count += valid.astype("uint16")
-    if stack:
+    if stack and spec.statistics:
+        stats = composite.reduce_statistics(np.stack(stack), spec.statistics)
+        values = stats.reshape((-1,) + grid.shape)  # statistic by statistic, then band
+    elif stack:
         percentile = 50.0 if spec.method is Method.MEDIAN else spec.percentile
         values = composite.reduce_stack(np.stack(stack), spec.method.value, percentile)
     else:
-        values = np.full((len(spec.bands),) + grid.shape, np.nan, "float32")
+        values = np.full((spec.value_bands,) + grid.shape, np.nan, "float32")
     return values, count, None, contributed

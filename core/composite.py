@@ -102,6 +102,51 @@ def reduce_stack(values: np.ndarray, method: str, percentile: float = 50) -> np.
     return out
 
 
+def statistic_label(statistic: str) -> str:
+    """'p25' -> '25th percentile', 'mean' -> 'mean', 'std' -> 'standard deviation'."""
+    if statistic == "std":
+        return "standard deviation"
+    return statistic if statistic == "mean" else f"{statistic[1:]}th percentile"
+
+
+def reduce_statistics(values: np.ndarray, statistics: Sequence[str]) -> np.ndarray:
+    """Several per-pixel statistics of one stack, sorted once per band.
+
+    values: float32 (n, nb, h, w) with NaN for no observation; statistics: names such as
+    'p25', 'p50', 'mean', 'std' (population standard deviation). Returns float32
+    (len(statistics), nb, h, w), NaN where a pixel has no observation. Percentiles are
+    numpy's 'linear' ones, exactly as `reduce_stack` computes them.
+    """
+    values = np.asarray(values, dtype=np.float32)
+    n, nb = values.shape[:2]
+    out = np.empty((len(statistics), *values.shape[1:]), dtype=np.float32)
+    quantiles = [(i, float(s[1:])) for i, s in enumerate(statistics) if s.startswith("p")]
+    moments = [(i, s) for i, s in enumerate(statistics) if not s.startswith("p")]
+    for q in (q for _, q in quantiles):
+        if not 0 <= q <= 100:
+            raise ValueError(f"percentile must be within 0..100, not {q}")
+    for _, s in moments:
+        if s not in ("mean", "std"):
+            raise ValueError(f"Unknown statistic {s!r}: use pNN, 'mean' or 'std'")
+    for b in range(nb):
+        band = values[:, b]
+        valid = ~np.isnan(band)
+        counts = np.count_nonzero(valid, axis=0)
+        if quantiles:
+            ordered = np.sort(band, axis=0) if n > 1 else band
+            for i, q in quantiles:
+                out[i, b] = _quantile_sorted(ordered, counts, q) if n > 1 else band[0]
+        if moments:
+            with np.errstate(invalid="ignore", divide="ignore"):
+                total = np.where(valid, band, 0).sum(axis=0, dtype=np.float64)
+                mean = total / counts
+                dev = np.where(valid, band - mean, 0)
+                std = np.sqrt((dev * dev).sum(axis=0) / counts)
+            for i, s in moments:
+                out[i, b] = np.where(counts > 0, mean if s == "mean" else std, np.nan)
+    return out
+
+
 def count_valid(valid: np.ndarray) -> np.ndarray:
     """Number of valid observations per pixel: bool (n, h, w) -> uint16 (h, w)."""
     valid = np.asarray(valid, dtype=bool)

@@ -13,6 +13,7 @@ from collections import deque
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import replace
+from pathlib import Path
 from typing import Deque, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -20,7 +21,7 @@ from pyproj import Transformer
 from shapely.geometry import Polygon, box
 from shapely.geometry.base import BaseGeometry
 
-from . import io, output
+from . import io, output, stacitem
 from .blocks import (
     BlockResult,
     BlockTask,
@@ -33,14 +34,16 @@ from .blocks import (
 )
 from .clouds import MaskRule
 from .errors import NoScenesError, ReadError
+from .estimate import Estimate, LimitError, output_estimate, read_estimate
 from .executors import Running, block_size_for, open_executor
 from .grid import Block, Grid, geometry_mask, output_grid
 from .ledger import Ledger
 from .params import MosaicParams
+from .periods import Period, period_path, split_periods
 from .plan import Pass, plan_passes
 from .progress import NullProgress, Progress, SubProgress, check_cancelled
 from .report import check_report_paths, report_paths, write_scene_report
-from .results import MosaicResult, SceneReport
+from .results import MosaicResult, PeriodOutput, SceneReport
 from .search import run_search, search_scenes, why_nothing_left
 
 __all__ = ["build_mosaic", "search_scenes", "why_nothing_left"]
@@ -64,40 +67,135 @@ def build_mosaic(
 def _build(params: MosaicParams, progress: Progress, executor: Optional[Executor]
            ) -> MosaicResult:
     assert params.output is not None  # validate() saw to it
-    io.check_output_path(params.output, params.overwrite)
+    periods = split_periods(params.periods, params.start, params.end)
+    targets: List[Tuple[Optional[Period], Path]] = (
+        [(p, period_path(params.output, p)) for p in periods] if periods
+        else [(None, params.output)])
+    for _period, path in targets:  # every file's consent rule before any work
+        io.check_output_path(path, params.overwrite)
+        stacitem.check_item_path(path, params.overwrite)
     csv_path, json_path = report_paths(params.output, params.report_csv)
     if params.write_report:
         csv_path, json_path = check_report_paths(params.output, params.report_csv,
                                                  params.overwrite)
 
+    # The output size is known from the grid: a run over the limit is refused before the
+    # search reads a byte (the AOI cloud check's reads grow with the AOI too).
+    grid = output_grid(params.aoi, params.target_crs, params.resolution)
+    figures = output_estimate(params, grid, len(targets))
+    refusal = figures.refusal(params)
+    if refusal is not None:
+        progress.info(figures.text())
+        raise LimitError(refusal)
+
     search = run_search(params, SubProgress(progress, 0, 20))
     kept = [r for r in search.reports if r.kept and _wanted(r, params)]
     if not kept:
         raise NoScenesError(why_nothing_left(final_reports(search.reports, params, {}), params))
-
-    grid = output_grid(params.aoi, params.target_crs, params.resolution)
-    passes = plan_passes(kept, params.start, params.end, params.target_date)
+    estimate_run(figures, params, grid, kept, [p for p, _ in targets], progress)
     names = output.band_names(params)
-    outcome = _Outcome()
     options = io.current_options()
+    contributed: Dict[str, int] = {}
+    broken: Dict[str, str] = {}
+    written: List[PeriodOutput] = []
+    failed: List[str] = []
+    filled = aoi_pixels = resumed = 0
     with contextlib.ExitStack() as stack:
         running = (Running(executor, BLOCKS_IN_FLIGHT) if executor is not None else
                    stack.enter_context(open_executor(params.executor, gui=params.gui)))
-        side = block_size_for(running.memory_limit, len(passes), len(names), params.block_size)
-        blocks = grid.blocks(side)
-        progress.info(
-            f"Compositing {len(kept)} scene(s) from {len(passes)} pass(es) into a "
-            f"{grid.width} x {grid.height} grid ({grid.crs}, {params.resolution:g} m pixels), "
-            f"{len(blocks)} block(s)"
-        )
-        ledger = Ledger(params.output) if params.resume else None
         run_id = uuid.uuid4().hex
         stack.enter_context(shared_pools(run_id, params.max_workers, options))
-        out = stack.enter_context(io.CogWriter(
-            params.output, grid, len(names), output.dtype_of(params.output_type), 0,
-            params.overwrite))
+        for n, (period, path) in enumerate(targets):
+            start, end = (params.start, params.end) if period is None else (period.start,
+                                                                            period.end)
+            chosen = [r for r in kept if period is None or period.contains(r.scene.date)]
+            label = f" {period.name}" if period is not None else ""
+            if not chosen:
+                progress.info(f"Period{label}: no kept scene between {start} and {end}; "
+                              "no file written")
+                continue
+            part = SubProgress(progress, 20 + 72 * n / len(targets),
+                               20 + 72 * (n + 1) / len(targets))
+            if period is not None:
+                progress.info(f"Period {period.name} ({start} to {end}): {len(chosen)} scene(s)")
+            outcome, ledger = _compose(params, grid, chosen, start, end, path, names, running,
+                                       options, part, period, run_id)
+            for sid, pixels in outcome.contributed_by_id(chosen).items():
+                contributed[sid] = contributed.get(sid, 0) + pixels
+            for sid, why in outcome.broken_by_id(chosen).items():
+                broken.setdefault(sid, why)
+            used = [r.scene for r in chosen if outcome.contributed_by_id(chosen).get(r.scene.id)]
+            item = stacitem.item_path(path)
+            stacitem.write_item(item, stacitem.make_item(
+                path, grid, params.aoi.wgs84 if params.clip_to_aoi else None, start, end,
+                names, output.band_tags(params, names), output.dtype_of(params.output_type),
+                params.resolution, used, params.catalog_url, output.params_summary(params),
+                period.name if period is not None else None))
+            written.append(PeriodOutput(
+                name=period.name if period is not None else "", start=start, end=end,
+                output=path, stac_item=item,
+                filled_fraction=outcome.filled / outcome.aoi_pixels if outcome.aoi_pixels
+                else 0.0, scenes=tuple(s.id for s in used)))
+            filled += outcome.filled
+            aoi_pixels += outcome.aoi_pixels
+            failed.extend(f"{label.strip()} {f}".strip() for f in outcome.failed)
+            resumed += ledger.skipped if ledger is not None else 0
+    if not written:
+        raise NoScenesError(
+            f"No period of {params.periods!r} has a kept scene: widen the dates or the "
+            "cloud limits, or choose other periods.")
+    reports = final_reports(search.reports, params, contributed, broken)
+    if params.write_report:
+        header = {"output": str(params.output), "parameters": output.params_summary(params),
+                  "failed_blocks": failed, "estimate": figures.summary(),
+                  "periods": [{"name": w.name, "start": str(w.start), "end": str(w.end),
+                               "output": str(w.output), "stac_item": str(w.stac_item),
+                               "filled_fraction": round(w.filled_fraction, 6),
+                               "scenes": list(w.scenes)} for w in written]}
+        write_scene_report(reports, csv_path, json_path, header)
+    progress.set_progress(100)
+    return MosaicResult(
+        output=written[0].output, report_json=json_path if params.write_report else None,
+        report_csv=csv_path if params.write_report else None, reports=reports,
+        band_names=tuple(names), crs=grid.crs, resolution=params.resolution,
+        bounds=grid.bounds, shape=grid.shape,
+        filled_fraction=filled / aoi_pixels if aoi_pixels else 0.0,
+        transform=grid.transform, failed_blocks=tuple(failed), resumed_blocks=resumed,
+        outputs=tuple(written), estimate=figures,
+    )
+
+
+def estimate_run(figures: Estimate, params: MosaicParams, grid: Grid,
+                 kept: Sequence[SceneReport], periods: Sequence[Optional[Period]],
+                 progress: Progress) -> Estimate:
+    """The read figures after the search, logged; LimitError (before any reflectance is
+    read: only the band files' headers) when over a limit."""
+    progress.info(f"Estimating the reads from the headers of {len(kept)} scene(s)")
+    read_estimate(figures, params, grid, kept, periods, params.max_workers, progress)
+    refusal = figures.refusal(params)
+    progress.info(figures.text())
+    if refusal is not None:
+        raise LimitError(refusal)
+    return figures
+
+
+def _compose(params: MosaicParams, grid: Grid, chosen: Sequence[SceneReport], start, end,
+             path: Path, names: Sequence[str], running: Running, options: Dict[str, object],
+             progress: Progress, period: Optional[Period], run_id: str = ""):
+    """One composite of `chosen` into the COG `path`: blocks through the executor."""
+    passes = plan_passes(chosen, start, end, params.target_date)
+    outcome = _Outcome()
+    side = block_size_for(running.memory_limit, len(passes), len(names), params.block_size)
+    blocks = grid.blocks(side)
+    progress.info(
+        f"Compositing {len(chosen)} scene(s) from {len(passes)} pass(es) into a "
+        f"{grid.width} x {grid.height} grid ({grid.crs}, {params.resolution:g} m pixels), "
+        f"{len(blocks)} block(s)"
+    )
+    ledger = Ledger(path) if params.resume else None
+    with io.CogWriter(path, grid, len(names), output.dtype_of(params.output_type), 0,
+                      params.overwrite) as out:
         tasks = _tasks(params, grid, blocks, passes, options, outcome, run_id)
-        blocks_progress = SubProgress(progress, 20, 92)
         total = grid.width * grid.height
         done_px = 0
         for task, result, cached in _run(running, tasks, options, progress, ledger):
@@ -108,36 +206,24 @@ def _build(params: MosaicParams, progress: Progress, executor: Optional[Executor
             if ledger is not None and not cached and result.sha256:
                 ledger.record(task, result)
             done_px += result.block.grid.width * result.block.grid.height
-            blocks_progress.set_progress(100.0 * done_px / total)
+            progress.set_progress(100.0 * done_px / total)
         if outcome.filled == 0 and outcome.broken:
             why = "; ".join(sorted(set(outcome.broken.values()))[:3])
             raise ReadError(f"No pixel of the mosaic could be read ({why}); nothing was written.")
-        reports = final_reports(search.reports, params, outcome.contributed_by_id(kept),
-                                outcome.broken_by_id(kept))
-        used = [r.scene.id for r in reports if r.pixels_contributed]
+        used = [chosen[i].scene.id for i in sorted(outcome.contributed)
+                if outcome.contributed[i]]
         if ledger is not None and ledger.skipped:
             progress.info(f"Resumed: {ledger.skipped} of {len(blocks)} block(s) were already "
                           "done")
         progress.info("Writing the Cloud-Optimized GeoTIFF")
-        out.commit(descriptions=names, tags=output.tags(params, used, kept),
+        tags = output.tags(params, used, chosen)
+        if period is not None:
+            tags["CLEARSKY_PERIOD"] = f"{period.name}: {period.start}/{period.end}"
+        out.commit(descriptions=list(names), tags=tags,
                    band_tags=output.band_tags(params, names))
-        if ledger is not None:
-            ledger.remove()
-
-    if params.write_report:
-        header = {"output": str(params.output), "parameters": output.params_summary(params),
-                  "failed_blocks": outcome.failed}
-        write_scene_report(reports, csv_path, json_path, header)
-    progress.set_progress(100)
-    return MosaicResult(
-        output=params.output, report_json=json_path if params.write_report else None,
-        report_csv=csv_path if params.write_report else None, reports=reports,
-        band_names=tuple(names), crs=grid.crs, resolution=params.resolution,
-        bounds=grid.bounds, shape=grid.shape,
-        filled_fraction=outcome.filled / outcome.aoi_pixels if outcome.aoi_pixels else 0.0,
-        transform=grid.transform, failed_blocks=tuple(outcome.failed),
-        resumed_blocks=ledger.skipped if ledger is not None else 0,
-    )
+    if ledger is not None:
+        ledger.remove()
+    return outcome, ledger
 
 
 def _wanted(report: SceneReport, params: MosaicParams) -> bool:
@@ -197,7 +283,8 @@ def _tasks(params: MosaicParams, grid: Grid, blocks: Sequence[Block], passes: Se
            ) -> Iterator[BlockTask]:
     """One task per block, made when submitted (so it skips scenes found broken so far)."""
     spec = CompositeSpec(params.method, params.percentile, tuple(params.bands),
-                         params.output_type, params.count_band, params.source_band)
+                         params.output_type, params.count_band, params.source_band,
+                         tuple(params.statistics))
     rule = MaskRule.from_params(params)
     light = [Pass(p.pass_id, tuple((i, slim(s, params.bands)) for i, s in p.scenes),
                   p.score, p.distance) for p in passes]
@@ -333,7 +420,7 @@ def _empty(task: BlockTask, why: str) -> BlockResult:
     """The result of a block no worker could compute: nodata, counted as AOI pixels."""
     grid = task.block.grid
     spec = task.composite
-    bands = len(spec.bands) + int(spec.count_band) + int(spec.source_band)
+    bands = spec.value_bands + int(spec.count_band) + int(spec.source_band)
     target = geometry_mask(grid, task.aoi) if task.aoi is not None else np.ones(grid.shape, bool)
     data = np.zeros((bands, *grid.shape), output.dtype_of(spec.output_type))
     return BlockResult(task.block, data, aoi_pixels=int(target.sum()), filled=0, failed=why)

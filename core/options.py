@@ -71,8 +71,9 @@ _LABELS: Dict[Enum, str] = {
 }
 
 # What each option's value is, for the adapters that build widgets and parameters.
-NUMBER, INTEGER, BOOL, TEXT, DATE, CHOICE, BANDS, CLASSES, CRS = (
-    "number", "integer", "bool", "text", "date", "choice", "bands", "classes", "crs")
+NUMBER, INTEGER, BOOL, TEXT, DATE, CHOICE, BANDS, CLASSES, CRS, STATISTICS = (
+    "number", "integer", "bool", "text", "date", "choice", "bands", "classes", "crs",
+    "statistics")
 
 
 @dataclass(frozen=True)
@@ -123,6 +124,8 @@ class Option:
             return ",".join(value)
         if self.kind == CLASSES:
             return ",".join(str(c) for c in sorted(value))
+        if self.kind == STATISTICS:
+            return statistics_text(value)
         if isinstance(value, Enum):
             return str(value.value)
         if isinstance(value, bool):
@@ -137,6 +140,8 @@ class Option:
             return parse_bands(text, self.key)
         if self.kind == CLASSES:
             return parse_classes(text, self.key)
+        if self.kind == STATISTICS:
+            return parse_statistics(text, self.key)
         if self.kind == DATE:
             return parse_date(text, self.key, self.optional)
         if self.kind == CHOICE and self.choices is not None:
@@ -193,6 +198,45 @@ def parse_classes(text: Any, key: str = "INVALID_SCL") -> FrozenSet[int]:
     if bad:
         raise InvalidParameterError(f"SCL classes run from 0 to 11; {bad} is not one ({key}).")
     return classes
+
+
+MOMENTS = ("mean", "std")
+
+
+def parse_statistics(text: Any, key: str = "PERCENTILES") -> Tuple[str, ...]:
+    """'25, 50,75,mean' -> ('p25', 'p50', 'p75', 'mean'); empty -> () (not used).
+
+    Numbers are percentiles (0-100); the words mean and std (population standard
+    deviation) add those statistics. The order is the order of the output's bands."""
+    if isinstance(text, (tuple, list)):
+        tokens = [str(t) for t in text]
+    else:
+        tokens = str(text or "").replace(";", ",").replace(" ", ",").split(",")
+    out = []
+    for token in (t.strip().lower() for t in tokens):
+        if not token:
+            continue
+        if token in MOMENTS:
+            out.append(token)
+            continue
+        number = token[1:] if token.startswith("p") else token
+        try:
+            q = float(number)
+        except ValueError:
+            raise InvalidParameterError(
+                f"{key} takes percentiles (0-100) and the words mean and std separated by "
+                f"commas, e.g. 25,50,75; not {token!r}.") from None
+        if not 0 <= q <= 100:
+            raise InvalidParameterError(f"Percentiles in {key} run from 0 to 100, not {q:g}.")
+        out.append(f"p{q:g}")
+    if len(set(out)) != len(out):
+        raise InvalidParameterError(f"A statistic is listed twice in {key}: {text}.")
+    return tuple(out)
+
+
+def statistics_text(statistics: Iterable[str]) -> str:
+    """('p25', 'mean') -> '25,mean': what a user types."""
+    return ",".join(s[1:] if s.startswith("p") else s for s in statistics)
 
 
 def parse_date(text: Any, key: str, optional: bool = False) -> Optional[date]:
@@ -256,6 +300,14 @@ OPTIONS: Tuple[Option, ...] = (
            choices=Method),
     Option("percentile", "PERCENTILE", "Percentile (method Percentile)", NUMBER, 25.0,
            "Percentile (0-100) for method 2.", 0, 100),
+    Option("statistics", "PERCENTILES", "Percentiles and statistics from one read", STATISTICS,
+           (),
+           "Several statistics of the clear observations from one read, in band order: "
+           "percentiles (0-100) and the words mean and std, e.g. 25,50,75 or 50,mean,std. "
+           "When given it replaces METHOD's single statistic: the output has one band per "
+           "statistic and band, named <band>_p25, <band>_p50, ..., <band>_mean, <band>_std "
+           "(statistic by statistic: the first three bands are the first statistic's red, "
+           "green, blue). Empty = METHOD decides.", optional=True),
     Option("bands", "BANDS", "Bands", BANDS, ("red", "green", "blue"),
            "Comma-separated Sentinel-2 common band names, in output order. Known names: "
            + ", ".join(BAND_RESOLUTION) + "."),
@@ -281,6 +333,21 @@ OPTIONS: Tuple[Option, ...] = (
     Option("clip_to_aoi", "CLIP_TO_AOI", "Clip to the AOI polygon", BOOL, True,
            "Pixels outside the AOI polygon are nodata; off = the whole bounding rectangle is "
            "filled."),
+    Option("periods", "PERIODS", "Periods (one composite each)", TEXT, "",
+           "Several composites from one search: empty = one over the dates; month = one per "
+           "calendar month; season = one per meteorological season (DJF, MAM, JJA, SON), cut "
+           "to the dates; or date ranges separated by commas, e.g. "
+           "2024-06-01/2024-06-15,2024-06-16/2024-06-30. One file per period, named "
+           "<output stem>_<period>.tif (e.g. mosaic_2024-JJA.tif), each with its STAC item, "
+           "and one scene report.", optional=True),
+    Option("max_read_gb", "MAX_READ_GB", "Refuse runs reading more than (GB)", NUMBER, 20.0,
+           "The run is estimated after the search and refused before any reflectance is "
+           "read when it would read more than this many GB (10^9 bytes) of source "
+           "pixels; 0 = no limit.", 0, 1000000, advanced=True),
+    Option("max_output_gib", "MAX_OUTPUT_GIB", "Refuse outputs larger than (GiB)", NUMBER, 2.0,
+           "Refused likewise when the output files would hold more than this many GiB "
+           "before compression (all periods together); 0 = no limit.", 0, 1000000,
+           advanced=True),
     Option("executor", "EXECUTOR", "Run blocks on (empty: this machine)", TEXT, "",
            "Where the blocks are computed: empty = this machine's threads; tcp://host:port = "
            "a running Dask scheduler whose workers have Clearsky's engine installed; "

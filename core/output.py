@@ -14,8 +14,17 @@ from .redact import redact_obj, redact_text
 from .results import SceneReport
 
 
+def value_names(bands: Sequence[str], statistics: Sequence[str]) -> List[str]:
+    """The reflectance bands of the output: the bands, or <band>_<statistic> statistic by
+    statistic (red_p25, green_p25, blue_p25, red_p50, ...), so the first three bands of a
+    true-colour list are one statistic's RGB."""
+    if not statistics:
+        return list(bands)
+    return [f"{b}_{s}" for s in statistics for b in bands]
+
+
 def band_names(params: MosaicParams) -> List[str]:
-    names = list(params.bands)
+    names = value_names(params.bands, params.statistics)
     if params.count_band:
         names.append("count")
     if params.source_band:
@@ -61,6 +70,8 @@ def params_summary(params: MosaicParams) -> dict:
         "bands": list(params.bands),
         "method": params.method.value,
         "percentile": params.percentile if params.method is Method.PERCENTILE else None,
+        "statistics": list(params.statistics) or None,
+        "periods": params.periods or None,
         "target_date": None if params.target_date is None else str(params.target_date),
         "output_type": params.output_type.value,
         "target_crs": params.target_crs,
@@ -88,8 +99,9 @@ def tags(params: MosaicParams, used: Sequence[str], kept: Sequence[SceneReport])
 
 def band_tags(params: MosaicParams, names: Sequence[str]) -> List[Dict[str, object]]:
     out: List[Dict[str, object]] = []
+    values = set(value_names(params.bands, params.statistics))
     for name in names:
-        if name in params.bands and params.output_type is OutputType.REFLECTANCE:
+        if name in values and params.output_type is OutputType.REFLECTANCE:
             out.append({"scale": 0.0001, "offset": 0.0, "name": name})
         else:
             out.append({"scale": 1.0, "offset": 0.0, "name": name})

@@ -24,7 +24,9 @@ from .options import (
     default,
     parse_bands,
     parse_classes,
+    parse_statistics,
 )
+from .periods import split_periods
 
 __all__ = [
     "CloudMask", "DEFAULT_COLLECTION", "DEFAULT_INVALID_SCL", "EARTH_SEARCH", "Method",
@@ -94,6 +96,8 @@ class MosaicParams(SearchParams):
     bands: Tuple[str, ...] = default("bands")
     method: Method = default("method")
     percentile: float = default("percentile")
+    # several statistics from one read ('p25', 'mean', 'std'); () = `method` decides
+    statistics: Tuple[str, ...] = default("statistics")
     target_date: Optional[date] = default("target_date")  # None: middle of the dates
     count_band: bool = default("count_band")
     source_band: bool = default("source_band")
@@ -104,6 +108,9 @@ class MosaicParams(SearchParams):
     overwrite: bool = False
     scene_ids: Optional[FrozenSet[str]] = None  # restrict to these (user unticked others)
     block_size: int = 512  # output pixels per block side
+    periods: str = default("periods")  # "", month, season or "a/b,c/d" (core.periods)
+    max_read_gb: float = default("max_read_gb")  # refuse runs reading more (0: no limit)
+    max_output_gib: float = default("max_output_gib")  # refuse larger outputs (0: no limit)
     executor: str = default("executor")  # "", tcp://host:port or local:N (core.executors)
     resume: bool = default("resume")
     gui: bool = False  # running inside the QGIS desktop: no worker processes
@@ -124,8 +131,14 @@ class MosaicParams(SearchParams):
             raise InvalidParameterError(
                 "The 8-bit true colour output needs the bands red, green, blue (in that order)."
             )
-        if self.source_band and self.method is not Method.BEST:
+        self.statistics = parse_statistics(self.statistics)
+        if self.source_band and (self.method is not Method.BEST or self.statistics):
             raise InvalidParameterError("The source band exists only for best available pixel.")
+        if self.statistics and self.output_type is OutputType.VISUAL:
+            raise InvalidParameterError(
+                "Several statistics (PERCENTILES) need the reflectance output type: the 8-bit "
+                "true colour output holds three bands only.")
+        split_periods(self.periods or "", self.start, self.end)
         if self.block_size < 64:
             raise InvalidParameterError("block_size must be at least 64 pixels.")
         spec = parse_executor(self.executor)

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import date
 from pathlib import Path
-from typing import List, Optional, Tuple
+from typing import Any, List, Optional, Tuple
 
 from affine import Affine
 
@@ -55,6 +56,19 @@ class SearchResult:
         return [r for r in self.reports if r.kept]
 
 
+@dataclass(frozen=True)
+class PeriodOutput:
+    """One file of a run: its period (name '' for a single-period run) and what it holds."""
+
+    name: str
+    start: date
+    end: date
+    output: Path
+    stac_item: Path
+    filled_fraction: float
+    scenes: Tuple[str, ...]  # ids of the source items that gave pixels
+
+
 @dataclass
 class MosaicResult:
     output: Path
@@ -70,6 +84,8 @@ class MosaicResult:
     transform: Optional[Affine] = None  # the output grid (pixel size in CRS units)
     failed_blocks: Tuple[str, ...] = ()  # blocks no worker could compute (left nodata)
     resumed_blocks: int = 0  # blocks taken from an interrupted run's ledger
+    outputs: Tuple[PeriodOutput, ...] = ()  # one per period written (a single run: one)
+    estimate: Optional[Any] = None  # core.estimate.Estimate: the figures logged before reading
 
 
 @dataclass

@@ -11,6 +11,7 @@ from qgis.core import (
     QgsProcessingContext,
     QgsProcessingException,
     QgsProcessingFeedback,
+    QgsProcessingOutputMultipleLayers,
     QgsProcessingParameterFileDestination,
     QgsProcessingParameterRasterDestination,
 )
@@ -66,7 +67,11 @@ class BuildMosaicAlgorithm(ClearskyAlgorithm):
                     "Polygon layer; all features (or only the selected ones) are dissolved "
                     "into one area of interest.")),
                 *pdefs.help_entries(pdefs.MOSAIC_FIELDS),
-                (pdefs.OUTPUT, self.tr("The mosaic, a Cloud-Optimized GeoTIFF (.tif).")),
+                (pdefs.OUTPUT, self.tr(
+                    "The mosaic, a Cloud-Optimized GeoTIFF (.tif), with its STAC item "
+                    "<name>.stac.json beside it. With PERIODS, the name pattern: one file "
+                    "<name>_<period>.tif per period; OUTPUT then returns the first and "
+                    "OUTPUTS all of them.")),
                 (pdefs.REPORT, self.tr(
                     "Optional CSV of every scene found, with its AOI cloud share and verdict "
                     "(a JSON copy is written beside the CSV). Left as [Skip output] in the "
@@ -86,6 +91,8 @@ class BuildMosaicAlgorithm(ClearskyAlgorithm):
             pdefs.REPORT, self.tr("Scene report (CSV)"), self.tr("CSV files (*.csv)"), None, True,
             False,
         ))
+        self.addOutput(QgsProcessingOutputMultipleLayers(
+            pdefs.OUTPUTS, self.tr("Mosaics, one per period")))
 
     def preprocessParameters(self, parameters: dict) -> dict:
         """The Processing dialog (and batch dialog) call this with what the user entered.
@@ -135,11 +142,25 @@ class BuildMosaicAlgorithm(ClearskyAlgorithm):
                 kept=kept, found=len(result.reports), filled=100 * result.filled_fraction,
                 w=result.shape[1], h=result.shape[0], crs=result.crs,
             ))
+            if result.estimate is not None:
+                feedback.pushInfo(result.estimate.text())
         output = str(result.output)
-        for key in {output, str(params.output)}:
+        outputs = [str(o.output) for o in result.outputs] or [output]
+        loading = context.willLoadLayerOnCompletion(str(params.output))
+        if len(outputs) > 1 and loading:  # the pattern base is no file: load each period
+            details = context.layerToLoadOnCompletionDetails(str(params.output))
+            context.setLayersToLoadOnCompletion({})
+            for out, path in zip(result.outputs, outputs):
+                context.addLayerToLoadOnCompletion(path, QgsProcessingContext.LayerDetails(
+                    f"{Path(details.name or params.output.stem).stem} {out.name}",
+                    context.project(), details.outputName))
+        for key in {*outputs, str(params.output)}:
             if context.willLoadLayerOnCompletion(key):
                 styler = keep_alive(MosaicStyler(result.band_names, params.output_type.value))
                 context.layerToLoadOnCompletionDetails(key).setPostProcessor(styler)
-        if result.report_csv is None:  # skipped: no REPORT output at all
-            return {pdefs.OUTPUT: output}
-        return {pdefs.OUTPUT: output, pdefs.REPORT: str(result.report_csv)}
+        values: Dict[str, Any] = {pdefs.OUTPUT: output}
+        if params.periods:  # single-period runs return what they always did
+            values[pdefs.OUTPUTS] = outputs
+        if result.report_csv is not None:  # skipped: no REPORT output at all
+            values[pdefs.REPORT] = str(result.report_csv)
+        return values

@@ -56,6 +56,7 @@ NAME_FIELD = "NAME_FIELD"
 OUTPUT = "OUTPUT"
 REPORT = "REPORT"
 OUTPUT_FOLDER = "OUTPUT_FOLDER"
+OUTPUTS = "OUTPUTS"  # the files of a multi-period run
 CSV = "CSV"
 
 # The options of each algorithm, in the table's order (the order of their dialogs): every
@@ -167,7 +168,8 @@ def read_option(alg: Any, parameters: dict, context: Any, option: Option) -> Any
             crs = alg.parameterAsCrs(parameters, key, context)
             return crs_string(crs) if crs.isValid() else None
         text = alg.parameterAsString(parameters, key, context).strip()
-        return option.parse(text) if kind in (opts.BANDS, opts.CLASSES) else text
+        return option.parse(text) if kind in (opts.BANDS, opts.CLASSES, opts.STATISTICS) \
+            else text
     except InvalidParameterError as err:
         raise QgsProcessingException(str(err)) from err
 

@@ -296,7 +296,8 @@ def test_no_report_when_none_is_asked_for(world, served, tmp_path):
     result = build_mosaic(mosaic_params(world, served, tmp_path / "m.tif", aoi=aoi,
                                         write_report=False))
     assert result.report_csv is None and result.report_json is None
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.tif"]
+    # no report; the COG's STAC item is part of the output, not of the report
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.stac.json", "m.tif"]
 
 
 def test_two_runs_at_once_in_one_process_do_not_share_their_read_threads(world, served,

@@ -42,10 +42,10 @@ from clearsky.ui.layers import rgb_band_numbers, style_footprints_layer, style_m
 
 BUILD = [
     "AOI", "START_DATE", "END_DATE", "CATALOG", "COLLECTION", "MAX_SCENE_CLOUD", "MAX_AOI_CLOUD",
-    "INVALID_SCL", "DILATION", "CLOUD_MASK", "CLOUD_PROB", "METHOD", "PERCENTILE", "BANDS",
-    "OUTPUT_TYPE", "COUNT_BAND",
-    "SOURCE_BAND", "TARGET_DATE", "TARGET_CRS", "RESOLUTION", "CLIP_TO_AOI", "EXECUTOR", "RESUME",
-    "OUTPUT", "REPORT",
+    "INVALID_SCL", "DILATION", "CLOUD_MASK", "CLOUD_PROB", "METHOD", "PERCENTILE", "PERCENTILES",
+    "BANDS", "OUTPUT_TYPE", "COUNT_BAND", "SOURCE_BAND", "TARGET_DATE", "TARGET_CRS", "RESOLUTION",
+    "CLIP_TO_AOI", "PERIODS", "MAX_READ_GB", "MAX_OUTPUT_GIB", "EXECUTOR", "RESUME", "OUTPUT",
+    "REPORT",
 ]
 SEARCH = ["AOI", "START_DATE", "END_DATE", "CATALOG", "COLLECTION", "MAX_SCENE_CLOUD",
           "MAX_AOI_CLOUD", "INVALID_SCL", "DILATION", "CLOUD_MASK", "CLOUD_PROB", "OUTPUT"]
@@ -117,7 +117,8 @@ def test_provider_is_registered_with_id_name_and_icon(provider):
 @pytest.mark.parametrize(
     "alg_id,names,outputs,title",
     [
-        ("clearsky:buildmosaic", BUILD, ["OUTPUT", "REPORT"], "Build cloud-free mosaic"),
+        ("clearsky:buildmosaic", BUILD, ["OUTPUT", "REPORT", "OUTPUTS"],
+         "Build cloud-free mosaic"),
         ("clearsky:searchscenes", SEARCH, ["OUTPUT"], "Search scenes and check AOI clouds"),
         ("clearsky:clearclips", CLIPS, ["OUTPUT_FOLDER", "OUTPUT", "CSV"],
          "Download clear AOI clips"),
@@ -426,7 +427,7 @@ def test_advanced_options_are_flagged_and_read(provider, tmp_path):
     d = {p.name(): p for p in alg.parameterDefinitions()}
     advanced = {n for n, p in d.items() if p.flags() & FLAG_ADVANCED}
     assert advanced == {"INVALID_SCL", "DILATION", "CLOUD_MASK", "CLOUD_PROB", "TARGET_DATE",
-                        "SOURCE_BAND", "EXECUTOR", "RESUME"}
+                        "SOURCE_BAND", "EXECUTOR", "RESUME", "MAX_READ_GB", "MAX_OUTPUT_GIB"}
     assert d["CLOUD_MASK"].defaultValue() == 0 and d["CLOUD_PROB"].defaultValue() == 40
     assert len(d["CLOUD_MASK"].options()) == 4
     assert d["INVALID_SCL"].defaultValue() == "0,1,3,8,9,10"
@@ -543,5 +544,7 @@ def test_report_left_as_skip_output_in_the_dialog_writes_no_report(
         "AOI": layer, "START_DATE": "2024-06-01", "END_DATE": "2024-06-30",
         "CATALOG": served.stac_url, "OUTPUT": str(out), "REPORT": entered["REPORT"]})
     assert result == {"OUTPUT": str(out)}
-    assert out.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["skipped.tif"]
+    # no report; the COG's STAC item is part of the output, not of the report
+    assert out.exists() and sorted(p.name for p in tmp_path.iterdir()) == [
+        "skipped.stac.json", "skipped.tif"]
     QgsProject.instance().removeMapLayer(layer.id())

@@ -69,7 +69,7 @@ def test_help_lists_every_parameter(qgis_process, env):
                  "MAX_AOI_CLOUD", "METHOD", "PERCENTILE", "BANDS", "OUTPUT_TYPE", "COUNT_BAND",
                  "TARGET_CRS", "RESOLUTION", "CLIP_TO_AOI", "OUTPUT", "REPORT", "INVALID_SCL",
                  "DILATION", "CLOUD_MASK", "CLOUD_PROB", "TARGET_DATE", "SOURCE_BAND", "EXECUTOR",
-                 "RESUME"):
+                 "RESUME", "PERCENTILES", "PERIODS", "MAX_READ_GB", "MAX_OUTPUT_GIB"):
         assert f"{name}:" in done.stdout, name
 
 
@@ -111,6 +111,24 @@ def test_build_mosaic_headless_matches_truth(qgis_process, env, world, served, t
         truth = world.reflectance(band, k.pass_index, crs, transform, data.shape[1:])
         ok = np.abs(data[b] / 10000.0 - truth) <= 0.01
         assert ok[filled & np.isfinite(truth)].mean() >= 0.99, band
+
+
+def test_percentiles_and_periods_headless(qgis_process, env, world, served, tmp_path):
+    out = tmp_path / "halves.tif"
+    answer = run_json(qgis_process, env, "clearsky:buildmosaic",
+                      AOI=known_aoi_file(world, tmp_path, ["clear_under_cloudy"]),
+                      START_DATE="2024-06-01", END_DATE="2024-06-30", CATALOG=served.stac_url,
+                      BANDS="red,nir", MAX_SCENE_CLOUD=100, PERCENTILES="25,50,75",
+                      PERIODS="2024-06-01/2024-06-15,2024-06-16/2024-06-30", OUTPUT=out)
+    outputs = [Path(p) for p in answer["results"]["OUTPUTS"]]
+    assert [p.name for p in outputs] == ["halves_2024-06-01_2024-06-15.tif",
+                                         "halves_2024-06-16_2024-06-30.tif"]
+    assert Path(answer["results"]["OUTPUT"]) == outputs[0]
+    for path in outputs:
+        assert path.with_name(path.stem + ".stac.json").exists()
+        with rasterio.open(path) as src:
+            assert src.descriptions == ("red_p25", "nir_p25", "red_p50", "nir_p50", "red_p75",
+                                        "nir_p75")
 
 
 def test_search_scenes_headless_writes_footprints(qgis_process, env, world, served, archive,
