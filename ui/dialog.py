@@ -40,6 +40,7 @@ from ..core import mlmask
 from ..core import options as opts
 from ..core.aoi import Aoi, geocode, parse_aoi
 from ..core.errors import ClearskyError, InvalidParameterError, OutputError
+from ..core.estimate import estimate_mosaic
 from ..core.grid import output_grid, utm_crs_for
 from ..core.io import check_output_path, gdal_path
 from ..core.mosaic import build_mosaic, search_scenes
@@ -59,7 +60,7 @@ from .aoi_tools import (
     aoi_to_geometry,
     scene_rubber_band,
 )
-from .layers import replace_or_add_raster, style_mosaic_layer
+from .layers import period_layers, replace_or_add_raster, style_mosaic_layer
 
 HERE = Path(__file__).resolve().parent
 PLUGIN_DIR = HERE.parent
@@ -137,6 +138,8 @@ class ClearskyDialog(BASE, FORM):
             "source_band": self.sourceBand, "target_date": (self.targetDateCheck, self.targetDate),
             "resolution": self.resolutionSpin, "clip_to_aoi": self.clipCheck,
             "executor": self.executorEdit, "resume": self.resumeCheck,
+            "statistics": self.statisticsEdit, "periods": self.periodsEdit,
+            "max_read_gb": self.maxReadSpin, "max_output_gib": self.maxOutputSpin,
         }
         self._setup_widgets()
         self._connect()
@@ -195,6 +198,7 @@ class ClearskyDialog(BASE, FORM):
         self.canvas.mapToolSet.connect(self._map_tool_set)
         self.searchButton.clicked.connect(self.search)
         self.buildButton.clicked.connect(self.build)
+        self.estimateButton.clicked.connect(self.estimate)
         self.cancelButton.clicked.connect(self.cancel)
         self.buttonBox.rejected.connect(self.close)
         self.buttonBox.helpRequested.connect(self.show_help)
@@ -209,6 +213,7 @@ class ClearskyDialog(BASE, FORM):
         busy = self.task is not None
         self.searchButton.setEnabled(not busy)
         self.buildButton.setEnabled(not busy)
+        self.estimateButton.setEnabled(not busy)
         self.cancelButton.setEnabled(busy)
         self._update_output_hint()
 
@@ -558,6 +563,35 @@ class ClearskyDialog(BASE, FORM):
         task.params = key
         return self._start(task)
 
+    def estimate(self) -> Optional[tasks.EngineTask]:
+        """The engine's estimate of the build (searching, reading SCL and headers only),
+        shown before anything is composited, with the limit it would hit if any."""
+        if self.task is not None:
+            return None
+        try:
+            params = self.mosaic_params()
+            params.validate()
+            if self.table_is_current():
+                params.scene_ids = scenes.checked_ids(self.sceneTable)
+        except ClearskyError as exc:
+            self.error(str(exc))
+            return None
+        self.estimateLabel.setText(self.tr("Estimating…"))
+        task = tasks.EngineTask(self.tr("Clearsky: estimate"),
+                                lambda progress: estimate_mosaic(params, progress),
+                                self._callback(self._estimated))
+        task.params = params
+        return self._start(task)
+
+    def _estimated(self, task: tasks.EngineTask) -> None:
+        self._finish(task)
+        if task.error is not None or task.cancelled:
+            self.estimateLabel.setText(task.message)
+            return
+        figures = task.result
+        refusal = figures.refusal(task.params)
+        self.estimateLabel.setText(figures.text() + (f" {refusal}" if refusal else ""))
+
     def _searched(self, task: tasks.EngineTask) -> None:
         self._finish(task)
         if task.error is not None or task.cancelled:
@@ -740,6 +774,14 @@ class ClearskyDialog(BASE, FORM):
             self.error(task.message, task.details)
             return
         result = task.result
+        if len(result.outputs) > 1:  # one layer per period, in a group, as a temporal stack
+            layers = period_layers(QgsProject.instance(), result, task.params.output_type,
+                                   self.tr("Clearsky periods: {stem}").format(
+                                       stem=task.params.output.stem))
+            self.message(self.tr("{n} period mosaics written: {names}.").format(
+                n=len(layers), names=", ".join(o.output.name for o in result.outputs)),
+                Qgis.MessageLevel.Success)
+            return
         layer = replace_or_add_raster(QgsProject.instance(), result.output,
                                       lambda lyr: style_mosaic_layer(
                                           lyr, result.band_names, task.params.output_type))

@@ -8,18 +8,21 @@ not QGIS's default cumulative-cut stretch, so neighbouring mosaics look the same
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence, Tuple
+from typing import Any, Callable, List, Optional, Sequence, Tuple
 
 from qgis.core import (
     Qgis,
     QgsContrastEnhancement,
+    QgsDateTimeRange,
     QgsFillSymbol,
     QgsMultiBandColorRenderer,
     QgsRasterLayer,
+    QgsRasterLayerTemporalProperties,
     QgsRuleBasedRenderer,
     QgsSingleBandGrayRenderer,
     QgsVectorLayer,
 )
+from qgis.PyQt.QtCore import QDateTime, QTime, QTimeZone
 
 # Qgis.ContrastEnhancementAlgorithm on recent QGIS (only that on Qt6), class-scoped on 3.22.
 _NEW_STRETCH = getattr(Qgis, "ContrastEnhancementAlgorithm", None)
@@ -27,6 +30,14 @@ STRETCH_MIN_MAX = (
     _NEW_STRETCH.StretchToMinimumMaximum
     if _NEW_STRETCH is not None
     else QgsContrastEnhancement.ContrastEnhancementAlgorithm.StretchToMinimumMaximum
+)
+
+# A fixed time range per layer: Qgis.RasterTemporalMode on recent QGIS, class-scoped on 3.22.
+_NEW_TEMPORAL = getattr(Qgis, "RasterTemporalMode", None)
+FIXED_TEMPORAL_RANGE = (
+    _NEW_TEMPORAL.FixedTemporalRange
+    if _NEW_TEMPORAL is not None
+    else QgsRasterLayerTemporalProperties.TemporalMode.ModeFixedTemporalRange
 )
 
 TRUE_COLOUR_MAX_REFLECTANCE = 0.3
@@ -132,3 +143,31 @@ def replace_or_add_raster(project: Any, path: Path, style: Callable[[QgsRasterLa
     style(layer)
     project.addMapLayer(layer)
     return layer
+
+
+def period_layers(project: Any, result: Any, output_type: Any, group_name: str
+                  ) -> List[QgsRasterLayer]:
+    """One styled layer per period of a multi-period run, in one group, each with its
+    period as a fixed temporal range, so the Temporal Controller steps through them.
+    A layer already showing one of the files is replaced, not stacked."""
+    root = project.layerTreeRoot()
+    group = root.findGroup(group_name) or root.insertGroup(0, group_name)
+    utc = QTimeZone(b"UTC")
+    layers = []
+    for out in result.outputs:
+        for old in list(project.mapLayers().values()):
+            if isinstance(old, QgsRasterLayer) and _same_file(old.source(), out.output):
+                project.removeMapLayer(old.id())
+        layer = QgsRasterLayer(str(out.output), out.name or out.output.stem)
+        if not layer.isValid():
+            continue
+        style_mosaic_layer(layer, result.band_names, output_type)
+        props = layer.temporalProperties()
+        props.setMode(FIXED_TEMPORAL_RANGE)
+        props.setFixedTemporalRange(QgsDateTimeRange(
+            QDateTime(out.start, QTime(0, 0), utc), QDateTime(out.end, QTime(23, 59, 59), utc)))
+        props.setIsActive(True)
+        project.addMapLayer(layer, False)
+        group.addLayer(layer)
+        layers.append(layer)
+    return layers

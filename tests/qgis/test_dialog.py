@@ -659,3 +659,58 @@ def test_the_aoi_can_be_kept_as_a_layer(dlg):
         (13.5, 52.33, 13.52, 52.35))
     assert feature["area_km2"] == pytest.approx(dlg.aoi.area_km2, rel=1e-3)
     assert dlg.sceneTable.horizontalHeaderItem(0).text() == "Date (UTC)"
+
+
+def test_periods_load_as_a_temporal_stack_in_one_group(dlg, served, world, tmp_path):
+    """Two half-month composites with p25/p50 from one search: one group, one layer per
+    period, each with its period as a fixed temporal range."""
+    from qgis.core import QgsDateTimeRange
+
+    set_text_aoi(dlg, known_wkt(world))
+    set_search(dlg, served, scene_cloud=100.0)
+    dlg.statisticsEdit.setText("25, 50")
+    dlg.periodsEdit.setText("2024-06-01/2024-06-15,2024-06-16/2024-06-30")
+    dlg.maxAoiCloud.setValue(100)
+    out = tmp_path / "halves.tif"
+    dlg.outputWidget.setFilePath(str(out))
+    params = dlg.mosaic_params()
+    assert params.statistics == ("p25", "p50") and params.periods.startswith("2024-06-01/")
+    assert dlg.build() is not None
+    wait(dlg)
+    files = sorted(p.name for p in tmp_path.glob("*.tif"))
+    assert len(files) == 2 and all(f.startswith("halves_") for f in files)
+    group = QgsProject.instance().layerTreeRoot().findGroup("Clearsky periods: halves")
+    assert group is not None
+    layers = [node.layer() for node in group.findLayers()]
+    assert sorted(Path(lyr.source()).name for lyr in layers) == files
+    ranges = sorted((lyr.temporalProperties().fixedTemporalRange().begin().date().toPyDate(),
+                     lyr.temporalProperties().fixedTemporalRange().end().date().toPyDate())
+                    for lyr in layers)
+    assert ranges == [(date(2024, 6, 1), date(2024, 6, 15)), (date(2024, 6, 16),
+                                                              date(2024, 6, 30))]
+    assert all(lyr.temporalProperties().isActive() for lyr in layers)
+    assert isinstance(layers[0].temporalProperties().fixedTemporalRange(), QgsDateTimeRange)
+    import rasterio
+
+    with rasterio.open(tmp_path / files[0]) as src:
+        assert src.descriptions == ("red_p25", "green_p25", "blue_p25", "red_p50",
+                                    "green_p50", "blue_p50")
+    QgsProject.instance().layerTreeRoot().removeChildNode(group)
+
+
+def test_the_estimate_is_shown_before_any_pixel_is_read(dlg, served, world, assets, tmp_path):
+    set_text_aoi(dlg, known_wkt(world))
+    set_search(dlg, served)
+    dlg.outputWidget.setFilePath(str(tmp_path / "m.tif"))
+    assert dlg.estimate() is not None
+    wait(dlg)
+    text = dlg.estimateLabel.text()
+    assert text.startswith("Estimate: output ") and " MB to read in about " in text
+    assert not (tmp_path / "m.tif").exists()
+    bands = [e for e in assets.requests() if e["path"].endswith(("/red.tif", "/green.tif"))]
+    assert all(int(e.get("bytes", 0)) <= 65536 for e in bands)  # headers only, no pixels
+    dlg.maxReadSpin.setValue(0.0001)  # 100 kB
+    dlg.estimate()
+    wait(dlg)
+    assert "over the limit of 0.0001 GB" in dlg.estimateLabel.text()
+    assert "raise MAX_READ_GB" in dlg.estimateLabel.text()
