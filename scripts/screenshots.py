@@ -83,8 +83,28 @@ def main():
         say("rows", dlg.sceneTable.rowCount(), dlg.scenesSummary.text())
         dlg.sceneTable.sortItems(0)
         dlg.sceneTable.resizeColumnsToContents()
+        kept = [r for r in range(dlg.sceneTable.rowCount())
+                if dlg.sceneTable.item(r, 6).text() == "kept"]
+        dlg.sceneTable.selectRow(kept[0])  # highlighted and zoomed on the map
+        dlg.estimate()
+        wait_task(dlg)
+        say("estimate", dlg.estimateLabel.text())
+        iface.mapCanvas().setExtent(dlg.band.asGeometry().boundingBox().buffered(1500))
         pump(1)
         dlg.grab().save(DIALOG_PNG)
+        # the STAC API connections: a connection to the served archive, tested
+        from clearsky.ui.connections import ConnectionsDialog
+        manager = ConnectionsDialog(dlg, STAC_URL)
+        manager.resize(640, 560)
+        manager.show()
+        manager.nameEdit.setText("Offline archive (loopback)")
+        manager.apply()
+        manager.test()
+        while manager.task is not None:
+            pump(0.1)
+        pump(0.5)
+        manager.grab().save(CONNECTIONS_PNG)
+        manager.close()
         # a search input changed: the table is marked stale (issue 16, bug 1)
         dlg.maxAoiCloud.setValue(20)
         pump(0.5)
@@ -167,6 +187,7 @@ def main() -> int:
             "MOSAIC_PNG": str(args.out / "mosaic.png"),
             "STALE_PNG": str(args.out / "dialog_stale.png"),
             "SIZE_PNG": str(args.out / "size_warning.png"),
+            "CONNECTIONS_PNG": str(args.out / "connections.png"),
         }
         script = tmp / "shoot.py"
         script.write_text("".join(f"{k} = {v!r}\n" for k, v in values.items()) + INSIDE)
@@ -179,7 +200,8 @@ def main() -> int:
         if "done" not in log.splitlines():
             print(done.stdout[-3000:], done.stderr[-3000:], file=sys.stderr)
             return 1
-    for name in ("dialog.png", "dialog_stale.png", "size_warning.png", "mosaic.png"):
+    for name in ("dialog.png", "dialog_stale.png", "size_warning.png", "connections.png",
+                 "mosaic.png"):
         print(args.out / name)
     return 0
 

@@ -121,7 +121,9 @@ class ConnectionsDialog(QDialog):
         form.addRow(self.tr("Authentication"), self.authSelect)
         row = QHBoxLayout()
         for button in (self.newButton, self.applyButton, self.removeButton, self.testButton):
+            button.setAutoDefault(False)  # Enter in a field saves; it never clears the form
             row.addWidget(button)
+        self.applyButton.setDefault(True)
         self.buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Close)
         layout = QVBoxLayout(self)
         layout.addWidget(self.listWidget)
