@@ -67,18 +67,11 @@ def build_mosaic(
 def _build(params: MosaicParams, progress: Progress, executor: Optional[Executor]
            ) -> MosaicResult:
     assert params.output is not None  # validate() saw to it
-    periods = split_periods(params.periods, params.start, params.end)
-    targets: List[Tuple[Optional[Period], Path]] = (
-        [(p, period_path(params.output, p)) for p in periods] if periods
-        else [(None, params.output)])
-    for _period, path in targets:  # every file's consent rule before any work
-        io.check_output_path(path, params.overwrite)
-        stacitem.check_item_path(path, params.overwrite)
+    targets = _targets(params)
     csv_path, json_path = report_paths(params.output, params.report_csv)
     if params.write_report:
         csv_path, json_path = check_report_paths(params.output, params.report_csv,
                                                  params.overwrite)
-
     # The output size is known from the grid: a run over the limit is refused before the
     # search reads a byte (the AOI cloud check's reads grow with the AOI too).
     grid = output_grid(params.aoi, params.target_crs, params.resolution)
@@ -93,13 +86,74 @@ def _build(params: MosaicParams, progress: Progress, executor: Optional[Executor
     if not kept:
         raise NoScenesError(why_nothing_left(final_reports(search.reports, params, {}), params))
     estimate_run(figures, params, grid, kept, [p for p, _ in targets], progress)
+    totals = _compose_all(params, grid, kept, targets, executor, progress)
+    reports = final_reports(search.reports, params, totals.contributed, totals.broken)
+    if params.write_report:
+        write_scene_report(reports, csv_path, json_path, totals.header(params, figures))
+    progress.set_progress(100)
+    return MosaicResult(
+        output=totals.written[0].output,
+        report_json=json_path if params.write_report else None,
+        report_csv=csv_path if params.write_report else None, reports=reports,
+        band_names=tuple(output.band_names(params)), crs=grid.crs,
+        resolution=params.resolution, bounds=grid.bounds, shape=grid.shape,
+        filled_fraction=totals.filled / totals.aoi_pixels if totals.aoi_pixels else 0.0,
+        transform=grid.transform, failed_blocks=tuple(totals.failed),
+        resumed_blocks=totals.resumed, outputs=tuple(totals.written), estimate=figures,
+    )
+
+
+def _targets(params: MosaicParams) -> List[Tuple[Optional[Period], Path]]:
+    """(period, file) of every output, each checked against the consent rule up front."""
+    assert params.output is not None
+    periods = split_periods(params.periods, params.start, params.end)
+    targets: List[Tuple[Optional[Period], Path]] = (
+        [(p, period_path(params.output, p)) for p in periods] if periods
+        else [(None, params.output)])
+    for _period, path in targets:
+        io.check_output_path(path, params.overwrite)
+        stacitem.check_item_path(path, params.overwrite)
+    return targets
+
+
+class _Totals:
+    """What every period's composite gave, for the report and the result."""
+
+    def __init__(self) -> None:
+        self.contributed: Dict[str, int] = {}
+        self.broken: Dict[str, str] = {}
+        self.written: List[PeriodOutput] = []
+        self.failed: List[str] = []
+        self.filled = self.aoi_pixels = self.resumed = 0
+
+    def add(self, outcome: _Outcome, chosen: Sequence[SceneReport], label: str,
+            resumed: int) -> None:
+        for sid, pixels in outcome.contributed_by_id(chosen).items():
+            self.contributed[sid] = self.contributed.get(sid, 0) + pixels
+        for sid, why in outcome.broken_by_id(chosen).items():
+            self.broken.setdefault(sid, why)
+        self.filled += outcome.filled
+        self.aoi_pixels += outcome.aoi_pixels
+        self.failed.extend(f"{label} {f}".strip() for f in outcome.failed)
+        self.resumed += resumed
+
+    def header(self, params: MosaicParams, figures: Estimate) -> dict:
+        return {"output": str(params.output), "parameters": output.params_summary(params),
+                "failed_blocks": self.failed, "estimate": figures.summary(),
+                "periods": [{"name": w.name, "start": str(w.start), "end": str(w.end),
+                             "output": str(w.output), "stac_item": str(w.stac_item),
+                             "filled_fraction": round(w.filled_fraction, 6),
+                             "scenes": list(w.scenes)} for w in self.written]}
+
+
+def _compose_all(params: MosaicParams, grid: Grid, kept: Sequence[SceneReport],
+                 targets: Sequence[Tuple[Optional[Period], Path]],
+                 executor: Optional[Executor], progress: Progress) -> _Totals:
+    """One composite per period (one for the whole dates without periods), each with its
+    STAC item, on one executor and one set of read threads."""
     names = output.band_names(params)
     options = io.current_options()
-    contributed: Dict[str, int] = {}
-    broken: Dict[str, str] = {}
-    written: List[PeriodOutput] = []
-    failed: List[str] = []
-    filled = aoi_pixels = resumed = 0
+    totals = _Totals()
     with contextlib.ExitStack() as stack:
         running = (Running(executor, BLOCKS_IN_FLIGHT) if executor is not None else
                    stack.enter_context(open_executor(params.executor, gui=params.gui)))
@@ -109,60 +163,44 @@ def _build(params: MosaicParams, progress: Progress, executor: Optional[Executor
             start, end = (params.start, params.end) if period is None else (period.start,
                                                                             period.end)
             chosen = [r for r in kept if period is None or period.contains(r.scene.date)]
-            label = f" {period.name}" if period is not None else ""
+            label = period.name if period is not None else ""
             if not chosen:
-                progress.info(f"Period{label}: no kept scene between {start} and {end}; "
+                progress.info(f"Period {label}: no kept scene between {start} and {end}; "
                               "no file written")
                 continue
             part = SubProgress(progress, 20 + 72 * n / len(targets),
                                20 + 72 * (n + 1) / len(targets))
             if period is not None:
-                progress.info(f"Period {period.name} ({start} to {end}): {len(chosen)} scene(s)")
+                progress.info(f"Period {label} ({start} to {end}): {len(chosen)} scene(s)")
             outcome, ledger = _compose(params, grid, chosen, start, end, path, names, running,
                                        options, part, period, run_id)
-            for sid, pixels in outcome.contributed_by_id(chosen).items():
-                contributed[sid] = contributed.get(sid, 0) + pixels
-            for sid, why in outcome.broken_by_id(chosen).items():
-                broken.setdefault(sid, why)
-            used = [r.scene for r in chosen if outcome.contributed_by_id(chosen).get(r.scene.id)]
-            item = stacitem.item_path(path)
-            stacitem.write_item(item, stacitem.make_item(
-                path, grid, params.aoi.wgs84 if params.clip_to_aoi else None, start, end,
-                names, output.band_tags(params, names), output.dtype_of(params.output_type),
-                params.resolution, used, params.catalog_url, output.params_summary(params),
-                period.name if period is not None else None))
-            written.append(PeriodOutput(
-                name=period.name if period is not None else "", start=start, end=end,
-                output=path, stac_item=item,
-                filled_fraction=outcome.filled / outcome.aoi_pixels if outcome.aoi_pixels
-                else 0.0, scenes=tuple(s.id for s in used)))
-            filled += outcome.filled
-            aoi_pixels += outcome.aoi_pixels
-            failed.extend(f"{label.strip()} {f}".strip() for f in outcome.failed)
-            resumed += ledger.skipped if ledger is not None else 0
-    if not written:
+            totals.add(outcome, chosen, label, ledger.skipped if ledger is not None else 0)
+            totals.written.append(_describe(params, grid, path, names, chosen, outcome,
+                                            start, end, period))
+    if not totals.written:
         raise NoScenesError(
             f"No period of {params.periods!r} has a kept scene: widen the dates or the "
             "cloud limits, or choose other periods.")
-    reports = final_reports(search.reports, params, contributed, broken)
-    if params.write_report:
-        header = {"output": str(params.output), "parameters": output.params_summary(params),
-                  "failed_blocks": failed, "estimate": figures.summary(),
-                  "periods": [{"name": w.name, "start": str(w.start), "end": str(w.end),
-                               "output": str(w.output), "stac_item": str(w.stac_item),
-                               "filled_fraction": round(w.filled_fraction, 6),
-                               "scenes": list(w.scenes)} for w in written]}
-        write_scene_report(reports, csv_path, json_path, header)
-    progress.set_progress(100)
-    return MosaicResult(
-        output=written[0].output, report_json=json_path if params.write_report else None,
-        report_csv=csv_path if params.write_report else None, reports=reports,
-        band_names=tuple(names), crs=grid.crs, resolution=params.resolution,
-        bounds=grid.bounds, shape=grid.shape,
-        filled_fraction=filled / aoi_pixels if aoi_pixels else 0.0,
-        transform=grid.transform, failed_blocks=tuple(failed), resumed_blocks=resumed,
-        outputs=tuple(written), estimate=figures,
-    )
+    return totals
+
+
+def _describe(params: MosaicParams, grid: Grid, path: Path, names: Sequence[str],
+              chosen: Sequence[SceneReport], outcome: _Outcome, start, end,
+              period: Optional[Period]) -> PeriodOutput:
+    """The STAC item beside one written COG, and the result's record of that file."""
+    contributed = outcome.contributed_by_id(chosen)
+    used = [r.scene for r in chosen if contributed.get(r.scene.id)]
+    item = stacitem.item_path(path)
+    stacitem.write_item(item, stacitem.make_item(
+        path, grid, params.aoi.wgs84 if params.clip_to_aoi else None, start, end,
+        names, output.band_tags(params, names), output.dtype_of(params.output_type),
+        params.resolution, used, params.catalog_url, output.params_summary(params),
+        period.name if period is not None else None))
+    return PeriodOutput(
+        name=period.name if period is not None else "", start=start, end=end, output=path,
+        stac_item=item,
+        filled_fraction=outcome.filled / outcome.aoi_pixels if outcome.aoi_pixels else 0.0,
+        scenes=tuple(s.id for s in used))
 
 
 def estimate_run(figures: Estimate, params: MosaicParams, grid: Grid,
