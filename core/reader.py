@@ -6,7 +6,7 @@ the mask rule and the grid, no mosaic parameters.
 
 from __future__ import annotations
 
-from typing import Callable, Iterable, Optional, Sequence, Tuple
+from typing import Callable, Dict, Iterable, Optional, Sequence, Tuple
 
 import numpy as np
 from affine import Affine
@@ -18,10 +18,17 @@ from .grid import Grid, pixel_size_m
 from .scene import BAND_RESOLUTION, SCL, Scene
 
 
-def resampling_for(bands: Iterable[str], pixel_m: float) -> Resampling:
-    """Average when the output is coarser than the finest band (1.5x), else bilinear."""
-    native = min(BAND_RESOLUTION[b] for b in bands)
+def band_resampling(band: str, pixel_m: float) -> Resampling:
+    """Reflectance resampling of one band by its own native pixel size: average when the
+    output is coarser than 1.5x it (a 10 m band on a 30 m output), else bilinear (a 20 m
+    band on a 10 m output is upsampled). The SCL is never read with this: always nearest."""
+    native = BAND_RESOLUTION[band]
     return Resampling.average if pixel_m > 1.5 * native else Resampling.bilinear
+
+
+def resampling_for(bands: Iterable[str], pixel_m: float) -> Dict[str, Resampling]:
+    """Each band's resampling (`band_resampling`) for an output of `pixel_m` metres."""
+    return {b: band_resampling(b, pixel_m) for b in bands}
 
 
 class SceneReader:
@@ -39,6 +46,8 @@ class SceneReader:
         # Dilation is given in 20 m SCL pixels; apply it in output pixels, reading a margin
         # so clouds just outside the grid still grow into it.
         self.radius = rule.radius_px(pixel_m)
+        # Per band: mixed 10/20/60 m bands each get their own (io.read_to_grid then picks
+        # the overview level from the file's own pixel size).
         self.resampling = resampling_for(self.bands, pixel_m)
 
     def usable(self, scene: Scene, grid: Grid) -> Optional[np.ndarray]:
@@ -78,7 +87,7 @@ class SceneReader:
 
         def read(band: str) -> Optional[np.ndarray]:
             return io.read_to_grid(
-                scene.assets[band], grid, resampling=self.resampling, use_overviews=True
+                scene.assets[band], grid, resampling=self.resampling[band], use_overviews=True
             )
 
         for i, dn in enumerate(self.map(read, self.bands)):

@@ -30,7 +30,7 @@ from shapely.ops import transform as shp_transform
 
 from world import COLLECTIONS, World, build_archive
 from world.geography import Grid, points
-from world.landscape import BANDS
+from world.landscape import ALL_BANDS, BANDS, BANDS_20, BANDS_60, RESOLUTION
 
 EXTENT = 6.0
 C1, L2A = COLLECTIONS
@@ -86,8 +86,7 @@ def test_layout_and_manifest(root, w, items):
             f["id"] for f in items[c])
         for f in items[c]:
             probability = ["cloud", "snow"] if c == "sentinel-2-c1-l2a" else []
-            assert sorted(f["assets"]) == sorted(["blue", "green", "nir", "red", "scl",
-                                                  "visual"] + probability)
+            assert sorted(f["assets"]) == sorted([*ALL_BANDS, "scl", "visual"] + probability)
             props = f["properties"]  # the sun that casts the archive's shadows
             assert (props["view:sun_azimuth"], props["view:sun_elevation"]) == (
                 pytest.approx(124.509, abs=1e-3), pytest.approx(57.088, abs=1e-3))
@@ -121,7 +120,7 @@ def test_every_asset_is_a_valid_cog(root, items):
                     assert ds.block_shapes[0] == (512, 512)
                     assert ds.nodatavals == (0,) * ds.count
                     assert ds.overviews(1), path
-                    assert ds.dtypes[0] == ("uint16" if key in BANDS else "uint8")
+                    assert ds.dtypes[0] == ("uint16" if key in ALL_BANDS else "uint8")
                     tags = ds.tags(ns="IMAGE_STRUCTURE")
                     assert tags["COMPRESSION"] == "DEFLATE" and tags["PREDICTOR"] == "2"
                     assert ds.tags(ns="IMAGE_STRUCTURE").get("LAYOUT") == "COG"
@@ -148,8 +147,7 @@ def test_items_are_stac_and_look_like_earth_search(root, w, items):
         collection = pystac.Collection.from_dict(coll)
         assert collection.id == c and coll["license"] and coll["extent"]
         probability = {"cloud", "snow"} if c == C1 else set()
-        assert set(coll["item_assets"]) == {"blue", "green", "red", "nir", "scl",
-                                            "visual"} | probability
+        assert set(coll["item_assets"]) == {*ALL_BANDS, "scl", "visual"} | probability
         if c == C1:  # the trap, as Earth Search publishes it: nodata 0, yet 0 means 0 %
             assert coll["item_assets"]["cloud"]["raster:bands"][0]["nodata"] == 0
         (cx0, cy0, cx1, cy1), = coll["extent"]["spatial"]["bbox"]
@@ -184,16 +182,19 @@ def test_items_are_stac_and_look_like_earth_search(root, w, items):
                 assert p["earthsearch:boa_offset_applied"] is True
                 assert p["s2:sequence"] == f["id"].split("_")[3]
             for key, a in f["assets"].items():
-                res = 20 if key in ("scl", "cloud", "snow") else 10
+                res = 20 if key in ("scl", "cloud", "snow") else RESOLUTION.get(key, 10)
                 with rasterio.open(asset_path(root, f, key)) as ds:
                     assert ds.crs.to_epsg() == tile.epsg
                     assert a["proj:shape"] == [ds.height, ds.width]
                     assert a["proj:transform"] == list(ds.transform)[:6]
                     assert a["proj:bbox"] == list(ds.bounds)
                     assert ds.res == (res, res)
+                assert a["gsd"] == res
                 rb = a["raster:bands"]
+                assert all(b["spatial_resolution"] == res for b in rb)
                 assert all(b["nodata"] == 0 for b in rb)
-                if key in BANDS:
+                if key in ALL_BANDS:
+                    assert a["title"].endswith(f" - {res}m")
                     assert (rb[0]["scale"], rb[0]["offset"]) == (0.0001, -0.1)
                     assert a["eo:bands"][0]["common_name"] == key
                     assert a["roles"] == ["data", "reflectance"] and rb[0]["data_type"] == "uint16"
@@ -249,6 +250,25 @@ def test_pixels_are_the_truth_where_clear(root, w, items):
                     assert np.array_equal(dn[both], expected[both]), (f["id"], band)
                 else:
                     assert np.abs(dn[clear] - expected[clear]).max() <= 1
+            for band in BANDS_20 + BANDS_60:  # at their own resolution, on their own grids
+                dn = read(root, f, band).astype(np.int64)
+                tr, shp = t.grid(RESOLUTION[band])
+                assert dn.shape == shp
+                truth_b = w.reflectance(band, pass_index, t.crs, tr, shp).astype(float)
+                ok = (w.clear(pass_index, t.crs, tr, shp)
+                      & ~w.missed(pass_index, t.crs, tr, shp))
+                expected = np.rint(truth_b * 10000 * info.calibration) + offset
+                assert (dn[np.isnan(truth_b)] == 0).all()
+                assert ok.mean() > 0.02 or pass_index in (3, 4)
+                if info.calibration == 1.0:
+                    assert np.array_equal(dn[ok], expected[ok]), (f["id"], band)
+                else:
+                    assert np.abs(dn[ok] - expected[ok]).max() <= 1
+                # the 20 m SCL pixel at the same centre says whether it is clear
+                step = RESOLUTION[band] // 20
+                scl_here = scl[step // 2::step, step // 2::step][: shp[0], : shp[1]]
+                assert np.array_equal(scl_here, w.scl(pass_index, t.crs, tr, shp))
+            dn = read(root, f, "blue").astype(np.int64)
             core = (scl == 9).repeat(2, 0).repeat(2, 1) & (dn > 0)
             assert ((read(root, f, "blue")[core] - offset) > 3500).all()  # bright cloud cores
             if f["collection"] == C1:  # the probability layers are the truth's, 0 included
@@ -263,7 +283,7 @@ def test_both_collections_hold_the_same_reflectance(root, w, items):
                for f in items[L2A] if info_of(w, f).superseded_by is None}
     for f in items[C1]:
         g = current[(f["properties"]["datetime"], f["properties"]["grid:code"])]
-        for band in BANDS:
+        for band in ALL_BANDS:
             a, b = read(root, f, band).astype(np.int64), read(root, g, band).astype(np.int64)
             assert np.array_equal(a > 0, b > 0)
             assert np.array_equal(a[a > 0], b[b > 0] + 1000)
@@ -367,6 +387,8 @@ def test_swath_edge_nodata_and_footprints(root, w, items):
             west10 = west.repeat(2, 0).repeat(2, 1)
             assert (read(root, f, "red")[west10] == 0).mean() > 0.99
             assert (read(root, f, "visual")[:, west10] == 0).mean() > 0.99
+            assert (read(root, f, "swir16")[west] == 0).all()  # 20 m: the SCL's own grid
+            assert (read(root, f, "swir16")[~west] > 0).all()
     assert edge_items == 5 * 3  # 33UVU lies east of the edge
 
 

@@ -14,10 +14,13 @@ from shapely.ops import transform as shp_transform
 
 from world import COLLECTIONS, World
 from world.geography import REAL_TILES, TILE_SIZE_M, Grid, points
-from world.landscape import BANDS
+from world.landscape import ALL_BANDS
 
 EXTENT = 6.0
-RANGES = {"blue": (0.02, 0.12), "green": (0.04, 0.15), "red": (0.03, 0.18), "nir": (0.15, 0.45)}
+RANGES = {"blue": (0.02, 0.12), "green": (0.04, 0.15), "red": (0.03, 0.18), "nir": (0.15, 0.45),
+          "coastal": (0.015, 0.11), "rededge1": (0.06, 0.21), "rededge2": (0.15, 0.29),
+          "rededge3": (0.17, 0.37), "nir08": (0.18, 0.43), "nir09": (0.18, 0.38),
+          "swir16": (0.15, 0.35), "swir22": (0.06, 0.30)}
 
 
 @pytest.fixture(scope="module")
@@ -82,7 +85,7 @@ def test_calendar_is_june_2024_two_orbits_alternating_platforms(w):
 
 def test_reflectance_is_realistic_smooth_and_varies_a_little_by_date(w):
     crs, tr, shape, inside = region_grid(w, res=10.0)
-    for band in BANDS:
+    for band in ALL_BANDS:  # the 20 m and 60 m bands too (the truth is a function of position)
         lo, hi = RANGES[band]
         r0 = w.reflectance(band, 0, crs, tr, shape)[inside]  # pass 0 has no snow
         assert r0.dtype == np.float32 and np.isfinite(r0).all()
@@ -256,3 +259,19 @@ def test_items_describe_both_collections_with_one_reprocessed_duplicate(w):
         assert timedelta(0) < i.datetime - p.datetime < timedelta(minutes=1)
     with pytest.raises(ValueError):
         w.items("sentinel-2-l1c")
+
+
+def test_every_band_has_a_plausible_spectrum_and_unknown_bands_raise(w):
+    """Vegetation: red edge climbs from red to NIR, SWIR 2.2 below SWIR 1.6; bare soil is
+    brighter than vegetation in SWIR; snow is dark in SWIR."""
+    crs, tr, shape, inside = region_grid(w, res=20.0)
+    r = {b: w.reflectance(b, 0, crs, tr, shape)[inside] for b in ALL_BANDS}
+    veg = (r["nir"] - r["red"]) / (r["nir"] + r["red"]) > 0.6
+    bare = (r["nir"] - r["red"]) / (r["nir"] + r["red"]) < 0.3
+    assert veg.sum() > 100 and bare.sum() > 100
+    m = {b: float(np.median(v[veg])) for b, v in r.items()}
+    assert m["red"] < m["rededge1"] < m["rededge2"] < m["rededge3"] < m["nir08"]
+    assert m["swir22"] < m["swir16"] < m["nir08"]
+    assert np.median(r["swir16"][bare]) > np.median(r["swir16"][veg])
+    with pytest.raises(ValueError, match="unknown band"):
+        w.reflectance("B8A", 0, crs, tr, shape)

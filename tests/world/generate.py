@@ -30,7 +30,7 @@ from shapely.geometry.polygon import orient
 
 from .cog import write_cog
 from .geography import Grid, Tile, points, to_lonlat
-from .landscape import BANDS
+from .landscape import ALL_BANDS, RESOLUTION
 from .passes import Pass
 from .stac import assets_of, make_collection, make_item
 from .truth import COLLECTIONS, L2A, ItemInfo, World
@@ -93,14 +93,17 @@ def render_scene(world: World, pass_index: int, tile_id: str, infos: List[ItemIn
     """
     p, t = world.passes[pass_index], world.tile(tile_id)
     w = world.weather[pass_index]
-    pts10 = points(Grid(t.crs, t.transform10, (t.height10, t.width10)))
-    pts20 = points(Grid(t.crs, t.transform20, (t.height20, t.width20)))
-    valid10 = pts10.x >= world.swath_edge_x(pts10.y) if p.swath_edge else np.ones(pts10.shape, bool)
-    valid20 = pts20.x >= world.swath_edge_x(pts20.y) if p.swath_edge else np.ones(pts20.shape, bool)
-    sky = w.sky(pts10)
-    observed = {b: world.misses[pass_index].observe(b, sky.observe(b, world._surface(b, p, pts10)),
-                                                   pts10) for b in BANDS}
-    scl = world._scl(p, pts20, valid20)
+    pts, valid, sky = {}, {}, {}
+    for res in (10, 20, 60):  # every band at its own resolution, as Earth Search has them
+        tr, shape = t.grid(res)
+        pts[res] = points(Grid(t.crs, tr, shape))
+        valid[res] = (pts[res].x >= world.swath_edge_x(pts[res].y) if p.swath_edge
+                      else np.ones(pts[res].shape, bool))
+        sky[res] = w.sky(pts[res])
+    pts20, valid10, valid20 = pts[20], valid[10], valid[20]
+    observed = {b: world._observe(b, p, pts[RESOLUTION[b]], sky[RESOLUTION[b]])
+                for b in ALL_BANDS}
+    scl = world._scl(p, pts20, valid20, sky[20])
     counts = np.bincount(scl.ravel(), minlength=12).tolist()
 
     files: Dict[str, Dict[str, Tuple[int, str]]] = {}
@@ -108,11 +111,12 @@ def render_scene(world: World, pass_index: int, tile_id: str, infos: List[ItemIn
     for info in infos:
         folder = root / "data" / info.collection / info.id
         written = {}
-        dns = {b: to_dn(observed[b], valid10, info.calibration) for b in BANDS}
-        for b in BANDS:
-            arr = dns[b] if info.collection == L2A else np.where(valid10, dns[b] + 1000, 0)
-            write_cog(folder / f"{b}.tif", arr.astype(np.uint16), t.transform10, t.epsg,
-                      block_size=block_size, resampling="AVERAGE")
+        dns = {b: to_dn(observed[b], valid[RESOLUTION[b]], info.calibration) for b in ALL_BANDS}
+        for b in ALL_BANDS:
+            ok = valid[RESOLUTION[b]]
+            arr = dns[b] if info.collection == L2A else np.where(ok, dns[b] + 1000, 0)
+            write_cog(folder / f"{b}.tif", arr.astype(np.uint16), t.grid(RESOLUTION[b])[0],
+                      t.epsg, block_size=block_size, resampling="AVERAGE")
         for key in ("scl", "visual"):
             target = folder / f"{key}.tif"
             src = shared.get((key, info.calibration))

@@ -4,6 +4,12 @@ A two-endmember mix (vegetation / bare-urban) driven by smooth random cosine fie
 whose shortest wavelength is 300 m, so bilinear resampling between 10 m grids stays far
 within 0.005 reflectance. Values are quantised to the 1e-4 DN step, so that
 DN = round(reflectance * 10000) holds exactly for the written pixels.
+
+Every Sentinel-2 band has a spectrum here (ALL_BANDS); the archive writes each at its own
+resolution (RESOLUTION: 10, 20 or 60 m) as point samples of the same fields at its own
+pixel centres. 20 m and 60 m centres coincide with 20 m SCL centres, so "SCL clear means
+truth" holds for them exactly as for the 10 m bands. Clouds over bands without weather
+tables of their own borrow a proxy band's (WEATHER_PROXY).
 """
 
 from __future__ import annotations
@@ -15,10 +21,26 @@ import numpy as np
 
 from .geography import Points
 
-BANDS = ("blue", "green", "red", "nir")
-VEGETATION = {"blue": 0.03, "green": 0.075, "red": 0.04, "nir": 0.36}
-BARE = {"blue": 0.095, "green": 0.12, "red": 0.15, "nir": 0.22}
-SNOW = {"blue": 0.80, "green": 0.78, "red": 0.75, "nir": 0.65}
+BANDS = ("blue", "green", "red", "nir")  # 10 m
+BANDS_20 = ("rededge1", "rededge2", "rededge3", "nir08", "swir16", "swir22")
+BANDS_60 = ("coastal", "nir09")
+ALL_BANDS = BANDS + BANDS_20 + BANDS_60
+RESOLUTION = {**{b: 10 for b in BANDS}, **{b: 20 for b in BANDS_20}, **{b: 60 for b in BANDS_60}}
+# Simple two-endmember spectra; the red edge climbs from red to NIR, SWIR is bright on bare soil.
+VEGETATION = {"blue": 0.03, "green": 0.075, "red": 0.04, "nir": 0.36, "coastal": 0.025,
+              "rededge1": 0.09, "rededge2": 0.25, "rededge3": 0.32, "nir08": 0.37,
+              "nir09": 0.33, "swir16": 0.19, "swir22": 0.09}
+BARE = {"blue": 0.095, "green": 0.12, "red": 0.15, "nir": 0.22, "coastal": 0.085,
+        "rededge1": 0.17, "rededge2": 0.19, "rededge3": 0.21, "nir08": 0.225, "nir09": 0.23,
+        "swir16": 0.30, "swir22": 0.25}
+SNOW = {"blue": 0.80, "green": 0.78, "red": 0.75, "nir": 0.65, "coastal": 0.82,
+        "rededge1": 0.73, "rededge2": 0.71, "rededge3": 0.69, "nir08": 0.63, "nir09": 0.55,
+        "swir16": 0.10, "swir22": 0.05}
+# The band whose cloud/cirrus/haze tables (weather.CLOUD_TOP, CIRRUS_GAIN) a band borrows.
+WEATHER_PROXY = {**{b: b for b in BANDS}, "coastal": "blue", "rededge1": "nir",
+                 "rededge2": "nir", "rededge3": "nir", "nir08": "nir", "nir09": "nir",
+                 "swir16": "nir", "swir22": "nir"}
+GREEN_UP = frozenset({"nir", "rededge2", "rededge3", "nir08", "nir09"})  # phenology bands
 TEXTURE_AMPLITUDE = 0.08  # relative brightness texture
 DATE_AMPLITUDE = 0.03  # relative date-to-date variation
 PHENOLOGY = 0.04  # relative NIR green-up of vegetation over the month
@@ -77,24 +99,28 @@ class Landscape:
         self.date = [WaveField.random(rng, 2, 4000.0, 12000.0, norm="bound")
                      for _ in range(n_passes)]
 
-    def _base(self, pts: Points) -> Dict[str, np.ndarray]:
+    def _base(self, pts: Points, bands=("red", "nir")) -> Dict[str, np.ndarray]:
         """Pass-independent part (cached on the grid's Points)."""
         key = ("landscape-base", self.seed)
         if key not in pts.cache:
             v = 1.0 / (1.0 + np.exp(-1.6 * self.vegetation(pts.x, pts.y)))
             bright = 1.0 + TEXTURE_AMPLITUDE * self.texture(pts.x, pts.y)
-            base = {b: (v * VEGETATION[b] + (1 - v) * BARE[b]) * bright for b in BANDS}
-            base["veg"] = v
+            base = {"veg": v, "bright": bright}
             pts.cache[key] = base
-        return pts.cache[key]
+        base = pts.cache[key]
+        for b in bands:
+            if b not in base:
+                v = base["veg"]
+                base[b] = (v * VEGETATION[b] + (1 - v) * BARE[b]) * base["bright"]
+        return base
 
     def surface(self, band: str, pass_index: int, season: float, pts: Points,
                 snow: np.ndarray | None = None) -> np.ndarray:
         """Quantised float64 surface reflectance; `season` in [0, 1] over the month,
         `snow` the snow cover fraction (0..1) on that pass or None."""
-        base = self._base(pts)
+        base = self._base(pts, (band,))
         r = base[band] * (1.0 + DATE_AMPLITUDE * self.date[pass_index](pts.x, pts.y))
-        if band == "nir":
+        if band in GREEN_UP:
             r = r * (1.0 + PHENOLOGY * base["veg"] * (season - 0.5))
         if snow is not None:
             r = r * (1.0 - snow) + SNOW[band] * snow

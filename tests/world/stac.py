@@ -27,14 +27,24 @@ SCL_NAMES = {0: "nodata_pixel", 1: "saturated_defective_pixel", 2: "dark_feature
              7: "unclassified", 8: "medium_proba_clouds", 9: "high_proba_clouds",
              10: "thin_cirrus", 11: "snow_ice"}
 
-# common name -> (Sentinel-2 band, title, centre wavelength, FWHM)
+# common name -> (Sentinel-2 band, title, centre wavelength, FWHM, gsd), as Earth Search has
+# them (the sentinel-2-l2a titles name the band number: "Red edge 1 (band 5)").
 BAND_INFO = {
-    "blue": ("B02", "Blue", 0.49, 0.098),
-    "green": ("B03", "Green", 0.56, 0.045),
-    "red": ("B04", "Red", 0.665, 0.038),
-    "nir": ("B08", "NIR 1", 0.842, 0.145),
+    "blue": ("B02", "Blue", 0.49, 0.098, 10),
+    "green": ("B03", "Green", 0.56, 0.045, 10),
+    "red": ("B04", "Red", 0.665, 0.038, 10),
+    "nir": ("B08", "NIR 1", 0.842, 0.145, 10),
+    "coastal": ("B01", "Coastal", 0.443, 0.027, 60),
+    "rededge1": ("B05", "Red Edge 1", 0.704, 0.019, 20),
+    "rededge2": ("B06", "Red Edge 2", 0.74, 0.018, 20),
+    "rededge3": ("B07", "Red Edge 3", 0.783, 0.028, 20),
+    "nir08": ("B8A", "NIR 2", 0.865, 0.033, 20),
+    "nir09": ("B09", "NIR 3", 0.945, 0.026, 60),
+    "swir16": ("B11", "SWIR 1.6\u03bcm", 1.61, 0.143, 20),
+    "swir22": ("B12", "SWIR 2.2\u03bcm", 2.19, 0.242, 20),
 }
-REFLECTANCE_ASSETS = ("blue", "green", "red", "nir")
+REFLECTANCE_ASSETS = ("coastal", "blue", "green", "red", "rededge1", "rededge2", "rededge3",
+                      "nir", "nir08", "nir09", "swir16", "swir22")
 ASSETS = REFLECTANCE_ASSETS + ("scl", "visual")
 PROBABILITY_ASSETS = ("cloud", "snow")  # sentinel-2-c1-l2a only, as Earth Search has them
 
@@ -50,10 +60,10 @@ def iso(dt: datetime) -> str:
 
 
 def _eo_band(common: str, collection: str) -> dict:
-    name, title, wl, fwhm = BAND_INFO[common]
+    name, title, wl, fwhm, _gsd = BAND_INFO[common]
     band = {"name": name if collection == C1 else common, "common_name": common}
     if collection == L2A:
-        band["description"] = f"{title} (band {int(name[1:])})"
+        band["description"] = f"{title} (band {name[1:].lstrip('0')})"
     band.update({"center_wavelength": wl, "full_width_half_max": fwhm})
     return band
 
@@ -62,13 +72,14 @@ def asset_defs(collection: str) -> Dict[str, dict]:
     """Asset fields shared by every item (and the collection's item_assets)."""
     out = {}
     for common in REFLECTANCE_ASSETS:
-        rb = {"nodata": 0, "data_type": "uint16", "spatial_resolution": 10, "scale": 0.0001,
+        gsd = BAND_INFO[common][4]
+        rb = {"nodata": 0, "data_type": "uint16", "spatial_resolution": gsd, "scale": 0.0001,
               "offset": -0.1}
         if collection == L2A:
             rb = {"nodata": 0, "data_type": "uint16", "bits_per_sample": 15,
-                  "spatial_resolution": 10, "scale": 0.0001, "offset": -0.1}
-        out[common] = {"type": COG_TYPE, "title": f"{BAND_INFO[common][1]} - 10m",
-                       "eo:bands": [_eo_band(common, collection)], "gsd": 10,
+                  "spatial_resolution": gsd, "scale": 0.0001, "offset": -0.1}
+        out[common] = {"type": COG_TYPE, "title": f"{BAND_INFO[common][1]} - {gsd}m",
+                       "eo:bands": [_eo_band(common, collection)], "gsd": gsd,
                        "raster:bands": [rb], "roles": ["data", "reflectance"]}
     out["scl"] = {"type": COG_TYPE, "title": "Scene classification map (SCL)", "gsd": 20,
                   "raster:bands": [{"nodata": 0, "data_type": "uint8",
@@ -178,7 +189,7 @@ def make_item(info: ItemInfo, p: Pass, tile: Tile, footprint: Polygon, scl_count
 
     assets = {}
     for key, base in asset_defs(c).items():
-        res = 20 if key in ("scl",) + PROBABILITY_ASSETS else 10
+        res = base["gsd"]
         tr, (rows, cols) = tile.grid(res)
         xmin, ymin, xmax, ymax = tile.bounds
         asset = {"href": f"{ASSET_BASE}/data/{c}/{info.id}/{key}.tif", **base,
@@ -235,7 +246,7 @@ def make_collection(collection: str, items: Sequence[dict]) -> dict:
             "platform": ["sentinel-2a", "sentinel-2b"],
             "constellation": ["sentinel-2"],
             "instruments": ["msi"],
-            "gsd": [10, 20],
+            "gsd": [10, 20, 60],
             "eo:bands": [_eo_band(b, collection) for b in REFLECTANCE_ASSETS],
         },
         "item_assets": item_assets,

@@ -29,7 +29,7 @@ from .geography import (
     region_bounds_m,
     region_polygon,
 )
-from .landscape import BANDS, Landscape
+from .landscape import ALL_BANDS, WEATHER_PROXY, Landscape
 from .passes import (
     CLEAR_UNDER_CLOUDY_PASS,
     CLOUDY_UNDER_CLEAR_PASS,
@@ -185,8 +185,8 @@ class World:
         return points(Grid.of(crs, transform, shape))
 
     def _surface(self, band: str, p: Pass, pts: Points) -> np.ndarray:
-        if band not in BANDS:
-            raise ValueError(f"unknown band {band!r}; the world has {BANDS}")
+        if band not in ALL_BANDS:
+            raise ValueError(f"unknown band {band!r}; the world has {ALL_BANDS}")
         snow = self.weather[p.index].snow_cover(pts)
         return self.landscape.surface(band, p.index, p.season, pts, snow)
 
@@ -209,9 +209,16 @@ class World:
         """What the sensor saw (clouds, shadows, cirrus, saturation included); NaN = no data.
         Equals `reflectance` wherever `clear` is true."""
         p, pts = self.passes[pass_index], self._points(crs, transform, shape)
-        sky = self.weather[p.index].sky(pts)
-        r = self.misses[p.index].observe(band, sky.observe(band, self._surface(band, p, pts)), pts)
+        r = self._observe(band, p, pts)
         return np.where(self._covered(p, pts), r, np.nan).astype(np.float32)
+
+    def _observe(self, band: str, p: Pass, pts: Points, sky=None) -> np.ndarray:
+        """The sensor's reflectance over `pts`; bands without weather tables of their own
+        take their proxy's cloud tops and cirrus gains (landscape.WEATHER_PROXY)."""
+        sky = sky if sky is not None else self.weather[p.index].sky(pts)
+        proxy = WEATHER_PROXY[band]
+        return self.misses[p.index].observe(proxy, sky.observe(proxy, self._surface(band, p, pts)),
+                                            pts)
 
     def scl(self, pass_index: int, crs, transform, shape) -> np.ndarray:
         """SCL classes (uint8) at the pixel centres; 0 where the pass has no data."""
