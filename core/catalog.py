@@ -608,7 +608,9 @@ def search(
 
     url = params.catalog_url.rstrip("/")
     stac_io = _stac_io(pystac_client, progress, timeout, deadline,
-                       headers=getattr(params, "catalog_headers", None))
+                       headers=getattr(params, "catalog_headers", None),
+                       proxy=getattr(params, "proxy", ""),
+                       no_proxy=getattr(params, "no_proxy", ""))
     try:
         return _search(pystac_client, stac_io, url, params, progress, page_size, max_items)
     finally:
@@ -660,11 +662,13 @@ _IO_CLASSES: Dict[int, type] = {}
 
 
 def list_collections(url: str, headers: Optional[Mapping[str, str]] = None,
-                     progress: Optional[Progress] = None) -> List[Tuple[str, str]]:
+                     progress: Optional[Progress] = None, proxy: str = "",
+                     no_proxy: str = "") -> List[Tuple[str, str]]:
     """(id, title) of every collection a STAC API offers: a connection's Test button."""
     from .deps import pystac_client
 
-    stac_io = _stac_io(pystac_client, progress, headers=headers)
+    stac_io = _stac_io(pystac_client, progress, headers=headers, proxy=proxy,
+                       no_proxy=no_proxy)
     try:
         client = _open(pystac_client, url.rstrip("/"), stac_io)
         try:
@@ -680,9 +684,14 @@ def list_collections(url: str, headers: Optional[Mapping[str, str]] = None,
 
 
 def _stac_io(pystac_client, progress: Optional[Progress], timeout=(CONNECT_TIMEOUT, TIMEOUT),
-             deadline: float = DEADLINE, headers: Optional[Mapping[str, str]] = None):
+             deadline: float = DEADLINE, headers: Optional[Mapping[str, str]] = None,
+             proxy: str = "", no_proxy: str = ""):
     """A StacApiIO whose every request is bounded: `timeout` (connect, read) seconds,
     `deadline` seconds in all, at most MAX_ANSWER_BYTES, and cancellable through `progress`.
+
+    `proxy` ("http://[user:password@]host:port", the QGIS proxy) carries every request
+    except those to the hosts of `no_proxy` ("a.org,b.net"); "" leaves requests' own
+    choice (the HTTP(S)_PROXY environment variables).
 
     Retries: connection failures twice, 429/502/503/504 three times with back-off, all
     within the deadline; a read time-out is not retried (a stalled server rarely recovers).
@@ -697,8 +706,12 @@ def _stac_io(pystac_client, progress: Optional[Progress], timeout=(CONNECT_TIMEO
                   status_forcelist=(429, 502, 503, 504), allowed_methods=None,
                   raise_on_status=False)
     sent = {"User-Agent": USER_AGENT, **(headers or {})}  # auth headers: sent, never stored
-    return cls(progress, tuple(timeout), float(deadline), headers=sent,
-               timeout=tuple(timeout), max_retries=retry)
+    io = cls(progress, tuple(timeout), float(deadline), headers=sent,
+             timeout=tuple(timeout), max_retries=retry)
+    io.no_proxy = no_proxy or ""
+    if proxy:
+        io.session.proxies = {"http": proxy, "https": proxy}
+    return io
 
 
 def _bounded_io_class(pystac_client):
@@ -712,6 +725,7 @@ def _bounded_io_class(pystac_client):
             self._lock = threading.Lock()
             self._responses: list = []  # responses being read (shut down on abandon)
             self.closed = False
+            self.no_proxy = ""  # hosts that bypass the session's proxy (see _stac_io)
             super().__init__(**kwargs)
 
         def update(self, *args, timeout=None, **kwargs):
@@ -760,6 +774,9 @@ def _bounded_io_class(pystac_client):
                 send_kwargs = self.session.merge_environment_settings(
                     prepped.url, proxies={}, stream=True, verify=True, cert=None)
                 send_kwargs["stream"] = True
+                if self.no_proxy and requests.utils.should_bypass_proxies(
+                        prepped.url, no_proxy=self.no_proxy):
+                    send_kwargs["proxies"] = {}
                 resp = self.session.send(prepped, timeout=self.timeouts, **send_kwargs)
             except Exception as err:
                 text = redact_text(" ".join(str(err).split()))

@@ -61,6 +61,7 @@ from .aoi_tools import (
     scene_rubber_band,
 )
 from .layers import period_layers, replace_or_add_raster, style_mosaic_layer
+from .proxy import proxy_fields
 
 HERE = Path(__file__).resolve().parent
 PLUGIN_DIR = HERE.parent
@@ -534,6 +535,7 @@ class ClearskyDialog(BASE, FORM):
             target_crs=self.target_crs(),
             gui=True,  # worker processes (EXECUTOR=local:N) would start QGIS again
             catalog_headers=self.catalog_headers(values["catalog_url"]),
+            **proxy_fields(),  # the QGIS proxy, for STAC requests and GDAL reads
             **values,
         )
 
