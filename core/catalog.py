@@ -129,7 +129,8 @@ def _scene(d: dict, item_id: str, collection, item_assets, base_href) -> Scene:
         tile=_tile(d) or "",
         crs=crs,
         footprint=_footprint(d, item_id),
-        assets={name: assets[key]["href"] for name, key in names.items()},
+        assets=_with_thumbnail({name: assets[key]["href"] for name, key in names.items()},
+                               assets),
         radiometry=_radiometry(d, _band_assets(names, assets)),
         cloud_cover=_float(props.get("eo:cloud_cover")),
         relative_orbit=_relative_orbit(d),
@@ -196,6 +197,21 @@ def _resolve(href: str, base: Optional[str]) -> str:
     parts = urlsplit(base)
     path = posixpath.normpath(posixpath.join(posixpath.dirname(parts.path), href))
     return urlunsplit((parts.scheme, parts.netloc, path, "", ""))
+
+
+THUMBNAIL = "thumbnail"  # Scene.assets key of a small preview image (PNG/JPEG), if any
+
+
+def _with_thumbnail(hrefs: Dict[str, str], assets: Mapping[str, dict]) -> Dict[str, str]:
+    """`hrefs` plus the item's thumbnail (key or role "thumbnail", http(s) only)."""
+    for key, asset in assets.items():
+        found = asset.get("roles")
+        roles: List[Any] = found if isinstance(found, list) else []
+        href = asset.get("href")
+        if (key.lower() == THUMBNAIL or THUMBNAIL in roles) and isinstance(href, str) and \
+                href.startswith(("http://", "https://")):
+            return {**hrefs, THUMBNAIL: href}
+    return hrefs
 
 
 def asset_names(
