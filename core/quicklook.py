@@ -46,7 +46,7 @@ def read_quicklook(href: str, max_side: int = MAX_SIDE, proxy: str = "",
                 bands = list(range(1, min(3, ds.count) + 1))
                 data = ds.read(bands, out_shape=(len(bands), rows, cols),
                                resampling=Resampling.nearest)
-    except RasterioError as exc:
+    except (RasterioError, OSError, io.CPLE_BaseError) as exc:  # RasterioIOError is OSError
         raise ReadError(f"No quicklook from {redact_text(href)}: "
                         f"{redact_text(str(exc))[:200]}") from None
     return to_rgb(data)
