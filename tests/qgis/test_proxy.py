@@ -267,3 +267,35 @@ def test_excluded_hosts_bypass_the_proxy(dlg, served, world, assets, tmp_path,
     wait(dlg)
     assert out.exists() and assets.requests()
     assert forward_proxy.log == []
+
+
+def test_processing_algorithms_take_the_qgis_proxy(provider, qgis_proxy_settings,
+                                                   forward_proxy, tmp_path):
+    from qgis.core import (
+        QgsFeature,
+        QgsGeometry,
+        QgsProcessingContext,
+        QgsProcessingFeedback,
+        QgsVectorLayer,
+    )
+
+    layer = QgsVectorLayer("Polygon?crs=EPSG:4326", "aoi", "memory")
+    feature = QgsFeature()
+    feature.setGeometry(QgsGeometry.fromWkt(
+        "POLYGON((13.40 52.50, 13.42 52.50, 13.42 52.52, 13.40 52.52, 13.40 52.50))"))
+    layer.dataProvider().addFeatures([feature])
+    ctx = QgsProcessingContext()
+    ctx.setProject(QgsProject.instance())
+    ctx.setFeedback(QgsProcessingFeedback())
+    values = {"AOI": layer, "START_DATE": "2024-06-01", "END_DATE": "2024-06-30",
+              "CATALOG": "http://127.0.0.1:9/stac", "OUTPUT": str(tmp_path / "m.tif")}
+    registry = QgsApplication.processingRegistry()
+    use_proxy(qgis_proxy_settings, forward_proxy, excluded=["intranet.example"])
+    for alg_id in ("clearsky:searchscenes", "clearsky:buildmosaic"):
+        params = registry.createAlgorithmById(alg_id).engine_params(values, ctx, False)
+        assert params.proxy.endswith("@" + forward_proxy.url), alg_id
+        assert params.no_proxy == "intranet.example"
+    qgis_proxy_settings.setValue("proxy/proxyEnabled", False)
+    params = registry.createAlgorithmById("clearsky:searchscenes").engine_params(values, ctx,
+                                                                                 False)
+    assert params.proxy == "" and params.no_proxy == ""
