@@ -129,7 +129,8 @@ def _scene(d: dict, item_id: str, collection, item_assets, base_href) -> Scene:
         tile=_tile(d) or "",
         crs=crs,
         footprint=_footprint(d, item_id),
-        assets={name: assets[key]["href"] for name, key in names.items()},
+        assets=_with_thumbnail({name: assets[key]["href"] for name, key in names.items()},
+                               assets),
         radiometry=_radiometry(d, _band_assets(names, assets)),
         cloud_cover=_float(props.get("eo:cloud_cover")),
         relative_orbit=_relative_orbit(d),
@@ -196,6 +197,21 @@ def _resolve(href: str, base: Optional[str]) -> str:
     parts = urlsplit(base)
     path = posixpath.normpath(posixpath.join(posixpath.dirname(parts.path), href))
     return urlunsplit((parts.scheme, parts.netloc, path, "", ""))
+
+
+THUMBNAIL = "thumbnail"  # Scene.assets key of a small preview image (PNG/JPEG), if any
+
+
+def _with_thumbnail(hrefs: Dict[str, str], assets: Mapping[str, dict]) -> Dict[str, str]:
+    """`hrefs` plus the item's thumbnail (key or role "thumbnail", http(s) only)."""
+    for key, asset in assets.items():
+        found = asset.get("roles")
+        roles: List[Any] = found if isinstance(found, list) else []
+        href = asset.get("href")
+        if (key.lower() == THUMBNAIL or THUMBNAIL in roles) and isinstance(href, str) and \
+                href.startswith(("http://", "https://")):
+            return {**hrefs, THUMBNAIL: href}
+    return hrefs
 
 
 def asset_names(
@@ -608,7 +624,9 @@ def search(
 
     url = params.catalog_url.rstrip("/")
     stac_io = _stac_io(pystac_client, progress, timeout, deadline,
-                       headers=getattr(params, "catalog_headers", None))
+                       headers=getattr(params, "catalog_headers", None),
+                       proxy=getattr(params, "proxy", ""),
+                       no_proxy=getattr(params, "no_proxy", ""))
     try:
         return _search(pystac_client, stac_io, url, params, progress, page_size, max_items)
     finally:
@@ -660,11 +678,13 @@ _IO_CLASSES: Dict[int, type] = {}
 
 
 def list_collections(url: str, headers: Optional[Mapping[str, str]] = None,
-                     progress: Optional[Progress] = None) -> List[Tuple[str, str]]:
+                     progress: Optional[Progress] = None, proxy: str = "",
+                     no_proxy: str = "") -> List[Tuple[str, str]]:
     """(id, title) of every collection a STAC API offers: a connection's Test button."""
     from .deps import pystac_client
 
-    stac_io = _stac_io(pystac_client, progress, headers=headers)
+    stac_io = _stac_io(pystac_client, progress, headers=headers, proxy=proxy,
+                       no_proxy=no_proxy)
     try:
         client = _open(pystac_client, url.rstrip("/"), stac_io)
         try:
@@ -680,9 +700,14 @@ def list_collections(url: str, headers: Optional[Mapping[str, str]] = None,
 
 
 def _stac_io(pystac_client, progress: Optional[Progress], timeout=(CONNECT_TIMEOUT, TIMEOUT),
-             deadline: float = DEADLINE, headers: Optional[Mapping[str, str]] = None):
+             deadline: float = DEADLINE, headers: Optional[Mapping[str, str]] = None,
+             proxy: str = "", no_proxy: str = ""):
     """A StacApiIO whose every request is bounded: `timeout` (connect, read) seconds,
     `deadline` seconds in all, at most MAX_ANSWER_BYTES, and cancellable through `progress`.
+
+    `proxy` ("http://[user:password@]host:port", the QGIS proxy) carries every request
+    except those to the hosts of `no_proxy` ("a.org,b.net"); "" leaves requests' own
+    choice (the HTTP(S)_PROXY environment variables).
 
     Retries: connection failures twice, 429/502/503/504 three times with back-off, all
     within the deadline; a read time-out is not retried (a stalled server rarely recovers).
@@ -697,8 +722,12 @@ def _stac_io(pystac_client, progress: Optional[Progress], timeout=(CONNECT_TIMEO
                   status_forcelist=(429, 502, 503, 504), allowed_methods=None,
                   raise_on_status=False)
     sent = {"User-Agent": USER_AGENT, **(headers or {})}  # auth headers: sent, never stored
-    return cls(progress, tuple(timeout), float(deadline), headers=sent,
-               timeout=tuple(timeout), max_retries=retry)
+    io = cls(progress, tuple(timeout), float(deadline), headers=sent,
+             timeout=tuple(timeout), max_retries=retry)
+    io.no_proxy = no_proxy or ""
+    if proxy:
+        io.session.proxies = {"http": proxy, "https": proxy}
+    return io
 
 
 def _bounded_io_class(pystac_client):
@@ -712,6 +741,7 @@ def _bounded_io_class(pystac_client):
             self._lock = threading.Lock()
             self._responses: list = []  # responses being read (shut down on abandon)
             self.closed = False
+            self.no_proxy = ""  # hosts that bypass the session's proxy (see _stac_io)
             super().__init__(**kwargs)
 
         def update(self, *args, timeout=None, **kwargs):
@@ -760,6 +790,9 @@ def _bounded_io_class(pystac_client):
                 send_kwargs = self.session.merge_environment_settings(
                     prepped.url, proxies={}, stream=True, verify=True, cert=None)
                 send_kwargs["stream"] = True
+                if self.no_proxy and requests.utils.should_bypass_proxies(
+                        prepped.url, no_proxy=self.no_proxy):
+                    send_kwargs["proxies"] = {}
                 resp = self.session.send(prepped, timeout=self.timeouts, **send_kwargs)
             except Exception as err:
                 text = redact_text(" ".join(str(err).split()))

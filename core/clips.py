@@ -64,7 +64,8 @@ def clear_clips(
     overwrite: bool = False,
 ) -> ClipsResult:
     """Write one reflectance GeoTIFF per AOI and clear pass, plus `clear_clips.csv`."""
-    with io.gdal_env(params.max_workers):
+    with io.gdal_env(params.max_workers,
+                     **io.proxy_options(params.proxy, params.no_proxy)):
         return _clear_clips(params, aois, Path(output_folder), tuple(bands), progress, overwrite)
 
 

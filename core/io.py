@@ -102,6 +102,40 @@ def gdal_options(max_workers: int = 8, **overrides) -> Dict[str, object]:
     return options
 
 
+def proxy_options(proxy: str = "", no_proxy: str = "") -> Dict[str, str]:
+    """GDAL options that send every /vsicurl/ request through `proxy`
+    ("http://[user:password@]host:port"; "" = no options, GDAL's own defaults).
+
+    The user name and password go to GDAL_HTTP_PROXYUSERPWD, never into a URL that GDAL
+    might print. GDAL 3.6 has no option for hosts that bypass the proxy: `no_proxy`
+    ("a.org,b.net") is handed to libcurl as the NO_PROXY environment variable while the
+    outermost gdal_env is active (see _ClearskyEnv), which libcurl honours when no
+    CURLOPT_NOPROXY is set (GDAL sets none).
+    """
+    if not proxy:
+        return {}
+    parts = urllib.parse.urlsplit(proxy if "://" in proxy else "http://" + proxy)
+    host = parts.hostname or ""
+    if not host:
+        return {}
+    if ":" in host:  # IPv6
+        host = f"[{host}]"
+    address = f"{host}:{parts.port}" if parts.port else host
+    if parts.scheme not in ("", "http"):
+        address = f"{parts.scheme}://{address}"
+    options = {"GDAL_HTTP_PROXY": address, "GDAL_HTTPS_PROXY": address}
+    if parts.username:
+        user = urllib.parse.unquote(parts.username)
+        password = urllib.parse.unquote(parts.password or "")
+        options["GDAL_HTTP_PROXYUSERPWD"] = f"{user}:{password}"
+    if no_proxy:
+        options[_NO_PROXY_KEY] = no_proxy
+    return options
+
+
+_NO_PROXY_KEY = "CLEARSKY_NO_PROXY"  # not a GDAL option: becomes NO_PROXY (see proxy_options)
+
+
 # Process-wide settings that only the outermost gdal_env sets: re-setting them from every
 # worker thread would flush GDAL's block cache each time.
 _GLOBAL_ONLY = ("GDAL_CACHEMAX",)
@@ -125,8 +159,12 @@ class _ClearskyEnv(rasterio.Env):
             _ACTIVE.append(self._published)
         self._run = None
         if outermost:
-            self._saved_env = {k: os.environ.get(k) for k in _NO_FTP}
-            os.environ.update(_NO_FTP)
+            environ = dict(_NO_FTP)
+            no_proxy = str(self._published.get(_NO_PROXY_KEY) or "")
+            if no_proxy:
+                environ.update({"NO_PROXY": no_proxy, "no_proxy": no_proxy})
+            self._saved_env = {k: os.environ.get(k) for k in environ}
+            os.environ.update(environ)
             if _BUDGET.remaining is None:
                 self._run = retry_budget(RUN_RETRY_BUDGET)
                 self._run.__enter__()
@@ -395,6 +433,8 @@ def _explain(href: str, reason: str) -> str:
         return f"redirected to a location that cannot be read ({reason.split(' - ', 1)[1]})"
     if not href.startswith(("http://", "https://")) or not any(g in reason for g in _GENERIC):
         return reason
+    if current_options().get("GDAL_HTTP_PROXY"):
+        return reason  # the probe talks to the host directly: never past the user's proxy
     found = _probe(href)
     return f"{found} ({reason})" if found else reason
 

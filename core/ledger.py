@@ -26,13 +26,19 @@ def parts_folder(output: Path) -> Path:
     return Path(output).parent / f".{Path(output).stem}.parts"
 
 
+def _pixel_assets(assets) -> list:
+    """The scene's assets but its preview thumbnail, which decides no pixel (left out, a
+    ledger written before scenes had one still matches)."""
+    return sorted((k, v) for k, v in assets.items() if k != "thumbnail")
+
+
 def task_digest(task: BlockTask) -> str:
     """What decides the block's pixels, hashed (not `skip` or `part`, which do not)."""
     g = task.block.grid
     description = {
         "block": [task.block.row_off, task.block.col_off, g.height, g.width],
         "grid": [str(g.crs), list(g.transform)[:6]],
-        "passes": [[p.pass_id, [[i, s.id, sorted(s.assets.items()), s.radiometry.scale,
+        "passes": [[p.pass_id, [[i, s.id, _pixel_assets(s.assets), s.radiometry.scale,
                                  s.radiometry.offset] for i, s in p.scenes]]
                    for p in task.passes],
         "aoi": None if task.aoi is None else task.aoi.wkb_hex,

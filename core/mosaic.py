@@ -60,7 +60,8 @@ def build_mosaic(
 
     `executor` (any concurrent.futures.Executor) overrides `params.executor`."""
     params.validate()
-    with io.gdal_env(params.max_workers):
+    with io.gdal_env(params.max_workers,
+                     **io.proxy_options(params.proxy, params.no_proxy)):
         return _build(params, progress or NullProgress(), executor)
 
 

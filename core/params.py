@@ -53,6 +53,10 @@ class SearchParams:
     max_workers: int = 8  # concurrent range reads
     # Sent with every STAC request (a QGIS auth configuration's headers); never written.
     catalog_headers: Dict[str, str] = field(default_factory=dict, repr=False)
+    # The QGIS proxy ("http://[user:password@]host:port", "" = none; credentials only in
+    # memory) and the hosts that bypass it ("a.org,b.net"): for STAC requests and GDAL reads.
+    proxy: str = field(default="", repr=False)
+    no_proxy: str = field(default="", repr=False)
 
     def validate(self) -> None:
         self.invalid_scl = parse_classes(self.invalid_scl)

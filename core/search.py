@@ -17,7 +17,8 @@ from .results import SceneReport, SearchResult
 def search_scenes(params: SearchParams, progress: Optional[Progress] = None) -> SearchResult:
     """Every scene the catalog returns, with AOI coverage, AOI cloud % and a verdict."""
     params.validate()
-    with io.gdal_env(params.max_workers):
+    with io.gdal_env(params.max_workers,
+                     **io.proxy_options(params.proxy, params.no_proxy)):
         return run_search(params, progress or NullProgress())
 
 

@@ -18,6 +18,7 @@ from qgis.core import (
 
 from ..core.params import MosaicParams
 from ..ui.geometry import aoi_from_geometries
+from ..ui.proxy import proxy_fields
 from . import parameters as pdefs
 from .base import ClearskyAlgorithm
 from .postprocessors import MosaicStyler, keep_alive
@@ -121,6 +122,7 @@ class BuildMosaicAlgorithm(ClearskyAlgorithm):
             aoi=aoi, output=output, report_csv=report, write_report=not report_skipped(parameters),
             overwrite=True,  # Processing convention: the destination chosen is replaced
             gui=in_desktop(),  # no worker processes inside the QGIS desktop
+            **proxy_fields(),  # the QGIS proxy, for STAC requests and GDAL reads
             **values,
         )
         self.build(params.validate)

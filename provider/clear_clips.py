@@ -23,6 +23,7 @@ from ..core.aoi import Aoi, parse_aoi
 from ..core.clips import MAX_AOI_CLOUD as CLIPS_MAX_AOI_CLOUD
 from ..core.params import SearchParams
 from ..ui.geometry import to_shapely
+from ..ui.proxy import proxy_fields
 from . import parameters as pdefs
 from .base import ClearskyAlgorithm
 from .compat import FIELD_ANY, FIELD_DOUBLE, FIELD_STRING, SOURCE_VECTOR, WKB_NOGEOMETRY
@@ -144,7 +145,7 @@ class ClearClipsAlgorithm(ClearskyAlgorithm):
         bands = values.pop("bands")
         aois = self.read_aois(parameters, context)
         # the engine searches over the union of all AOIs
-        params = SearchParams(aoi=aois[0][1], **values)
+        params = SearchParams(aoi=aois[0][1], **proxy_fields(), **values)
         self.build(params.validate)
         return params, aois, bands
 

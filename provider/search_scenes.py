@@ -17,6 +17,7 @@ from qgis.core import (
 )
 
 from ..core.params import SearchParams
+from ..ui.proxy import proxy_fields
 from . import parameters as pdefs
 from .base import ClearskyAlgorithm
 from .build_mosaic import read_aoi
@@ -76,7 +77,7 @@ class SearchScenesAlgorithm(ClearskyAlgorithm):
         self, parameters: dict, context: QgsProcessingContext, for_run: bool
     ) -> SearchParams:
         values = pdefs.read_options(self, parameters, context, pdefs.SEARCH_FIELDS)
-        params = SearchParams(aoi=read_aoi(self, parameters, context), **values)
+        params = SearchParams(aoi=read_aoi(self, parameters, context), **proxy_fields(), **values)
         self.build(params.validate)
         return params
 

@@ -31,6 +31,7 @@ from ..core.catalog import list_collections
 from ..core.errors import ClearskyError, InvalidParameterError
 from ..core.options import EARTH_SEARCH
 from . import settings, tasks
+from .proxy import proxy_fields
 
 KEY = "connections"
 LEGACY_KEY = "catalogs"  # plain URL list of earlier versions
@@ -203,6 +204,7 @@ class ConnectionsDialog(QDialog):
         try:
             c.validate()
             headers = auth_headers(c.authcfg, c.url)
+            proxy = proxy_fields()
         except ClearskyError as exc:
             self.status.setText(str(exc))
             return None
@@ -211,7 +213,7 @@ class ConnectionsDialog(QDialog):
         self.testButton.setEnabled(False)
         self.task = tasks.EngineTask(
             self.tr("Clearsky: test {url}").format(url=c.url),
-            lambda progress: list_collections(c.url, headers, progress), self._tested)
+            lambda progress: list_collections(c.url, headers, progress, **proxy), self._tested)
         return tasks.start(self.task)
 
     def _tested(self, task: tasks.EngineTask) -> None:

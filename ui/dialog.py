@@ -61,6 +61,8 @@ from .aoi_tools import (
     scene_rubber_band,
 )
 from .layers import period_layers, replace_or_add_raster, style_mosaic_layer
+from .proxy import proxy_fields
+from .quicklook import Quicklook
 
 HERE = Path(__file__).resolve().parent
 PLUGIN_DIR = HERE.parent
@@ -122,6 +124,7 @@ class ClearskyDialog(BASE, FORM):
         self.band = aoi_rubber_band(self.canvas)
         self.highlight = scene_rubber_band(self.canvas)  # the footprint of the selected row
         self.reports_by_id: dict = {}
+        self.quicklook = Quicklook(self.quicklookLabel, proxy_fields)  # of the selected row
         self.rectangle_tool = RectangleMapTool(self.canvas)
         self.polygon_tool = PolygonMapTool(self.canvas)
         self._previous_tool = None
@@ -259,6 +262,7 @@ class ClearskyDialog(BASE, FORM):
         self.sceneTable.setRowCount(0)
         self.sceneTable.setEnabled(True)
         self.highlight.hide()
+        self.quicklook.clear()
         self.searched_key = None
         self.summary = summary
         self.scenesSummary.setText(summary)
@@ -534,6 +538,7 @@ class ClearskyDialog(BASE, FORM):
             target_crs=self.target_crs(),
             gui=True,  # worker processes (EXECUTOR=local:N) would start QGIS again
             catalog_headers=self.catalog_headers(values["catalog_url"]),
+            **proxy_fields(),  # the QGIS proxy, for STAC requests and GDAL reads
             **values,
         )
 
@@ -632,8 +637,9 @@ class ClearskyDialog(BASE, FORM):
         return self.reports_by_id.get(item.data(scenes.ID_ROLE)) if item else None
 
     def show_selected_scene(self) -> None:
-        """Highlight the selected scene's footprint and zoom the map to it."""
+        """Highlight the selected scene's footprint, zoom the map to it, show its quicklook."""
         report = self.selected_report()
+        self.quicklook.show(report.scene if report is not None else None)
         self.addSceneButton.setEnabled(report is not None and bool(
             report.scene.assets.get("visual")))
         if report is None:

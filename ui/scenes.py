@@ -6,6 +6,7 @@ from typing import Any, FrozenSet, List, Optional, Sequence
 
 from qgis.core import QgsFeature, QgsField, QgsFields, QgsGeometry, QgsVectorLayer
 from qgis.PyQt.QtCore import QCoreApplication, Qt
+from qgis.PyQt.QtGui import QBrush, QPalette
 from qgis.PyQt.QtWidgets import QAbstractItemView, QHeaderView, QTableWidget, QTableWidgetItem
 
 from ..core.results import SceneReport
@@ -13,6 +14,7 @@ from .layers import style_footprints_layer
 
 ID_ROLE = Qt.ItemDataRole.UserRole + 1
 SORT_ROLE = Qt.ItemDataRole.UserRole + 2
+PASS_ROLE = Qt.ItemDataRole.UserRole + 3  # the acquisition (Scene.pass_id) of the row
 
 
 def tr(text: str) -> str:
@@ -55,17 +57,67 @@ def setup_table(table: QTableWidget) -> None:
     header = table.horizontalHeader()
     header.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
     header.setStretchLastSection(True)
+    # after every sort (the user's or fill_table's), shade the rows of one pass together
+    table.model().layoutChanged.connect(lambda *_: mark_passes(table))
+
+
+def acquisition_key(report: SceneReport) -> tuple:
+    """Rows of one acquisition (a satellite pass: platform + orbit + UTC day) sort together,
+    by time, then their tiles by name."""
+    scene = report.scene
+    return (scene.date, scene.platform, scene.pass_id, scene.tile, scene.datetime, scene.id)
+
+
+def mark_passes(table: QTableWidget) -> None:
+    """Group the rows of one acquisition: consecutive rows of a pass share a shade (passes
+    alternate between the base and the alternate base colour), the first row of a pass is
+    bold and names how many tiles it has; the others' date is greyed."""
+    palette = table.palette()
+    base = palette.color(QPalette.ColorRole.Base)
+    other = palette.color(QPalette.ColorRole.AlternateBase)
+    shades = (base, other if other != base else base.darker(110))
+    grey = palette.color(QPalette.ColorGroup.Disabled, QPalette.ColorRole.Text)
+    text = palette.color(QPalette.ColorRole.Text)
+    rows = [table.item(r, 0) for r in range(table.rowCount())]
+    sizes: dict = {}
+    for item in rows:
+        if item is not None:
+            sizes[item.data(PASS_ROLE)] = sizes.get(item.data(PASS_ROLE), 0) + 1
+    group, previous = -1, object()
+    for row, item in enumerate(rows):
+        if item is None:
+            continue
+        key = item.data(PASS_ROLE)
+        first = key != previous
+        if first:
+            group += 1
+            previous = key
+        font = item.font()
+        font.setBold(first)
+        item.setFont(font)
+        item.setForeground(QBrush(text if first else grey))
+        item.setToolTip(tr("{id}\nacquisition {key}: {n} tile(s)").format(
+            id=item.data(ID_ROLE), key=key, n=sizes.get(key, 1)))
+        for col in range(table.columnCount()):
+            cell = table.item(row, col)
+            if cell is not None:
+                cell.setBackground(QBrush(shades[group % 2]))
 
 
 def fill_table(table: QTableWidget, reports: Sequence[SceneReport]) -> None:
-    """One row per scene; kept scenes ticked, rejected ones unticked (users can change both)."""
+    """One row per scene (tile), the tiles of one acquisition together (see mark_passes);
+    kept scenes ticked, rejected ones unticked (users can change both)."""
     table.setSortingEnabled(False)
     table.setRowCount(0)
     table.setRowCount(len(reports))
-    for row, report in enumerate(reports):
+    for row, report in enumerate(sorted(reports, key=acquisition_key)):
         scene = report.scene
-        first = _text(scene.datetime.strftime("%Y-%m-%d %H:%M"), scene.datetime.isoformat())
+        key = acquisition_key(report)
+        # sorting by date keeps the tiles of a pass together, by time, then tile
+        first = _text(scene.datetime.strftime("%Y-%m-%d %H:%M"),
+                      "|".join(str(k) for k in key[:4]) + "|" + scene.datetime.isoformat())
         first.setData(ID_ROLE, scene.id)
+        first.setData(PASS_ROLE, scene.pass_id)
         first.setToolTip(scene.id)
         first.setFlags(first.flags() | Qt.ItemFlag.ItemIsUserCheckable)
         first.setCheckState(Qt.CheckState.Checked if report.kept else Qt.CheckState.Unchecked)
@@ -75,7 +127,10 @@ def fill_table(table: QTableWidget, reports: Sequence[SceneReport]) -> None:
                  _text(verdict, f"{0 if report.kept else 1}{verdict}")]
         for col, item in enumerate(cells):
             table.setItem(row, col, item)
+    header = table.horizontalHeader()
+    header.setSortIndicator(0, Qt.SortOrder.AscendingOrder)  # by acquisition
     table.setSortingEnabled(True)
+    mark_passes(table)
 
 
 def table_ids(table: QTableWidget, checked_only: bool = False) -> List[str]:

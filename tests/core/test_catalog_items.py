@@ -58,7 +58,8 @@ def test_every_real_sentinel2_l2a_item_parses_and_others_are_refused():
             continue
         parsed.append(s)
         assert {"scl", "visual", "red", "green", "blue", "nir"} <= set(s.assets), s.id
-        assert set(s.assets) <= set(BAND_RESOLUTION) | {"scl", "visual", "cloud", "snow"}
+        assert set(s.assets) <= set(BAND_RESOLUTION) | {"scl", "visual", "cloud", "snow",
+                                                             "thumbnail"}
         if s.collection == "sentinel-2-c1-l2a":  # probability COGs and the sun's angles
             assert {"cloud", "snow"} <= set(s.assets), s.id
             assert s.assets["cloud"].endswith("CLD_20m.tif"), s.id
@@ -94,6 +95,7 @@ def test_earth_search_c1_item_hrefs_crs_tile_and_radiometry():
     assert s.assets["nir08"] == base + "B8A.tif"
     assert s.assets["rededge1"] == base + "B05.tif"
     assert s.assets["visual"] == base + "TCI.tif"
+    assert s.assets["thumbnail"] == base + "L2A_PVI.jpg"  # role thumbnail: the quicklook
     assert (s.crs, s.tile, s.relative_orbit, s.processing_baseline) == (
         "EPSG:32613", "13TDE", 98, "05.10")
     assert s.collection == "sentinel-2-c1-l2a" and s.cloud_cover == pytest.approx(81.344962)

@@ -17,7 +17,7 @@ from clearsky.core.params import MosaicParams, SearchParams
 
 ROOT = Path(__file__).resolve().parents[2]
 INTERNAL = {"aoi", "max_workers", "output", "report_csv", "write_report", "overwrite",
-            "scene_ids", "block_size", "gui", "catalog_headers"}
+            "scene_ids", "block_size", "gui", "catalog_headers", "proxy", "no_proxy"}
 
 
 def test_every_user_facing_field_has_exactly_one_option_and_its_default():

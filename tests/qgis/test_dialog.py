@@ -714,3 +714,141 @@ def test_the_estimate_is_shown_before_any_pixel_is_read(dlg, served, world, asse
     wait(dlg)
     assert "over the limit of 0.0001 GB" in dlg.estimateLabel.text()
     assert "raise MAX_READ_GB" in dlg.estimateLabel.text()
+
+
+# ------------------------------------------------------------------------ previews, passes
+
+
+def wait_for_quicklook(d, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while d.quicklook.task is not None or d.quicklook.reply is not None:
+        assert time.monotonic() < deadline, "the quicklook did not come in time"
+        QgsApplication.processEvents()
+        time.sleep(0.01)
+    QgsApplication.processEvents()
+
+
+def label_image(d):
+    pixmap = d.quicklookLabel.pixmap()
+    assert pixmap is not None and not pixmap.isNull(), d.quicklookLabel.text()
+    return pixmap.toImage()
+
+
+def test_a_selected_row_shows_a_quicklook_of_its_true_colour_cog(dlg, served, world, assets):
+    import numpy as np
+    import rasterio
+    from rasterio.enums import Resampling
+
+    from clearsky.ui import quicklook
+
+    set_text_aoi(dlg, known_wkt(world))
+    set_search(dlg, served)
+    dlg.search()
+    wait(dlg)
+    assets.reset()
+    row = next(r for r in range(dlg.sceneTable.rowCount())
+               if dlg.sceneTable.item(r, 6).text() == "kept")
+    dlg.sceneTable.selectRow(row)
+    report = dlg.reports_by_id[dlg.sceneTable.item(row, 0).data(scenes.ID_ROLE)]
+    assert "thumbnail" not in report.scene.assets  # the offline archive has none
+    wait_for_quicklook(dlg)
+    image = label_image(dlg)
+    assert dlg.quicklook.source == "visual"
+    assert 0 < max(image.width(), image.height()) <= quicklook.SIDE
+    href = report.scene.assets["visual"]
+    assert any(e["path"].endswith("/visual.tif") for e in assets.requests())
+    # the colours are those of the served COG's coarsest overview, read independently
+    with rasterio.open("/vsicurl/" + href) as ds:
+        level = len(ds.overviews(1)) - 1
+    with rasterio.open("/vsicurl/" + href, overview_level=level) as ds:
+        want = ds.read([1, 2, 3], out_shape=(3, image.height(), image.width()),
+                       resampling=Resampling.nearest)
+    got = np.array([[[image.pixelColor(x, y).red(), image.pixelColor(x, y).green(),
+                      image.pixelColor(x, y).blue()] for x in range(image.width())]
+                    for y in range(image.height())], dtype=np.uint8)
+    assert got.std() > 0 and got.max() > 0  # a picture, not a blank
+    assert np.array_equal(got, np.moveaxis(want, 0, -1))
+    dlg.sceneTable.clearSelection()
+    assert dlg.quicklookLabel.pixmap() is None or dlg.quicklookLabel.pixmap().isNull()
+
+
+def test_the_thumbnail_asset_is_preferred_when_the_item_has_one(dlg, served, world):
+    import dataclasses
+
+    from qgis.PyQt.QtCore import QBuffer, QByteArray, QIODevice
+    from qgis.PyQt.QtGui import QColor, QImage
+
+    png = QImage(40, 30, QImage.Format.Format_RGB32)
+    png.fill(QColor(200, 30, 90))
+    data = QByteArray()
+    buffer = QBuffer(data)
+    buffer.open(QIODevice.OpenModeFlag.WriteOnly)
+    png.save(buffer, "PNG")
+    body = bytes(data)
+    seen = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+        def do_GET(self):  # noqa: N802 - http.server's name
+            seen.append(self.path)
+            self.send_response(200)
+            self.send_header("Content-Type", "image/png")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        set_text_aoi(dlg, known_wkt(world))
+        set_search(dlg, served)
+        dlg.search()
+        wait(dlg)
+        sid = dlg.sceneTable.item(0, 0).data(scenes.ID_ROLE)
+        report = dlg.reports_by_id[sid]
+        url = f"http://127.0.0.1:{server.server_address[1]}/thumb.png"
+        scene = dataclasses.replace(report.scene, assets={**report.scene.assets,
+                                                          "thumbnail": url})
+        dlg.reports_by_id[sid] = dataclasses.replace(report, scene=scene)
+        dlg.sceneTable.selectRow(0)
+        wait_for_quicklook(dlg)
+        image = label_image(dlg)
+        assert dlg.quicklook.source == "thumbnail" and seen == ["/thumb.png"]
+        assert (image.width(), image.height()) == (40, 30)
+        assert image.pixelColor(5, 5).getRgb()[:3] == (200, 30, 90)
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_the_tiles_of_one_acquisition_are_grouped(dlg, served, world):
+    set_text_aoi(dlg, known_wkt(world))
+    set_search(dlg, served)
+    dlg.search()
+    wait(dlg)
+    table = dlg.sceneTable
+
+    def groups():
+        keys = [table.item(r, 0).data(scenes.PASS_ROLE) for r in range(table.rowCount())]
+        runs = [k for i, k in enumerate(keys) if i == 0 or keys[i - 1] != k]
+        return keys, runs
+
+    keys, runs = groups()
+    assert len(runs) == len(set(runs)) < len(keys)  # each pass once, some with several tiles
+    for r in range(table.rowCount()):  # the first row of a pass is bold, the others not
+        assert table.item(r, 0).font().bold() == (r == 0 or keys[r - 1] != keys[r])
+    shade = [table.item(r, 3).background().color().name() for r in range(table.rowCount())]
+    for r in range(1, table.rowCount()):
+        assert (shade[r] == shade[r - 1]) == (keys[r] == keys[r - 1])
+    several = next(k for k in runs if keys.count(k) > 1)
+    tiles = [table.item(r, 2).text() for r in range(table.rowCount()) if keys[r] == several]
+    assert tiles == sorted(tiles)
+    # sorted by cloud, then by date again: the passes come back together
+    table.sortItems(3, Qt.SortOrder.AscendingOrder)
+    table.sortItems(0, Qt.SortOrder.DescendingOrder)
+    keys, runs = groups()
+    assert len(runs) == len(set(runs))
+    assert table.item(0, 0).font().bold()
