@@ -20,6 +20,7 @@ from rasterio.errors import RasterioError
 from rasterio.warp import transform_bounds
 
 from . import io, output
+from .clouds import SCL_RESOLUTION
 from .errors import ClearskyError, ReadError
 from .grid import Grid, pixel_size_m
 from .io import CPLE_BaseError
@@ -104,8 +105,8 @@ class Estimate:
             lines.append(
                 f"{self.scenes} scene(s) from {self.passes} pass(es); {at_most}"
                 f"{self.read_bytes / 1e6:.1f} MB to read in about {self.read_requests} "
-                f"request(s) from {self.files_opened} file(s); about "
-                f"{_duration(self.seconds)}")
+                f"request(s)" + (f" from {self.files_opened} file(s)" if self.files_opened
+                                 else "") + f"; about {_duration(self.seconds)}")
         return "; ".join(lines) + "."
 
     def refusal(self, params: MosaicParams) -> Optional[str]:
@@ -273,18 +274,22 @@ def read_estimate(estimate: Estimate, params: MosaicParams, grid: Grid,
             return read, (0, 0)  # unreadable: the run will skip the scene and say why
 
     stacked = bool(params.statistics) or params.method.value != "best"
-    opened = [r for r in jobs if stacked or not r.use_overviews]
+    opened = [r for r in jobs] if stacked else []
     if not stacked:
-        # Best available pixel reads few of the band files (it stops once a block is full):
-        # opening every header would cost more than the run reads. Their bound is the
-        # uncompressed uint16 window at the overview the read uses, with no request.
+        # Best available pixel reads few of the files (it stops once a block is full):
+        # opening every header would cost more than the run reads (1.4 s of a 4 s demo).
+        # Its bound is the uncompressed window at the level each read uses, with no
+        # request: uint16 bands at the overview the output needs, uint8 SCL at 20 m.
         metres = pixel_size_m(grid)
-        for read in (r for r in jobs if r.use_overviews):
-            level = float(BAND_RESOLUTION.get(read.band, 10))
-            while level * 2 <= metres * (1 + 1e-6):
-                level *= 2
+        for read in jobs:
+            if read.use_overviews:
+                level, depth = float(BAND_RESOLUTION.get(read.band, 10)), 2
+                while level * 2 <= metres * (1 + 1e-6):
+                    level *= 2
+            else:
+                level, depth = SCL_RESOLUTION, 1
             pixels = sum(g.width * g.height for g in jobs[read]) * (metres / level) ** 2
-            sizes[read] = (int(pixels * 2), len(jobs[read]))
+            sizes[read] = (int(pixels * depth), len(jobs[read]))
     pool = ThreadPoolExecutor(max_workers=max(1, max_workers),
                               thread_name_prefix="clearsky-estimate")
     finished = False

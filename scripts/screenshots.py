@@ -66,9 +66,9 @@ def main():
         plugins["clearsky"].action.trigger()
         pump(1)
         dlg = dialog_module._INSTANCE
-        dlg.resize(1420, 900)
+        dlg.resize(1580, 900)
         dlg.move(20, 20)
-        dlg.splitter.setSizes([470, 950])
+        dlg.splitter.setSizes([470, 1110])
         dlg.aoiMode.setCurrentIndex(dialog_module.TEXT)
         dlg.aoiText.setPlainText(AOI_WKT)
         dlg.useTextButton.click()
