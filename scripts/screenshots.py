@@ -92,6 +92,15 @@ def main():
         iface.mapCanvas().setExtent(dlg.band.asGeometry().boundingBox().buffered(1500))
         pump(1)
         dlg.grab().save(DIALOG_PNG)
+        # drawing on the map: the dialog steps aside while the rectangle tool is active
+        dlg.aoiMode.setCurrentIndex(dialog_module.RECTANGLE)
+        dlg.drawRectangleButton.click()
+        pump(1)
+        say("hidden while drawing", not dlg.isVisible())
+        iface.mainWindow().grab().save(DRAWING_PNG)
+        dlg._restore_tool()
+        dlg.aoiMode.setCurrentIndex(dialog_module.TEXT)
+        pump(1)
         # the STAC API connections: a connection to the served archive, tested
         from clearsky.ui.connections import ConnectionsDialog
         manager = ConnectionsDialog(dlg, STAC_URL)
@@ -188,6 +197,7 @@ def main() -> int:
             "STALE_PNG": str(args.out / "dialog_stale.png"),
             "SIZE_PNG": str(args.out / "size_warning.png"),
             "CONNECTIONS_PNG": str(args.out / "connections.png"),
+            "DRAWING_PNG": str(args.out / "drawing.png"),
         }
         script = tmp / "shoot.py"
         script.write_text("".join(f"{k} = {v!r}\n" for k, v in values.items()) + INSIDE)
@@ -201,7 +211,7 @@ def main() -> int:
             print(done.stdout[-3000:], done.stderr[-3000:], file=sys.stderr)
             return 1
     for name in ("dialog.png", "dialog_stale.png", "size_warning.png", "connections.png",
-                 "mosaic.png"):
+                 "drawing.png", "mosaic.png"):
         print(args.out / name)
     return 0
 

@@ -111,7 +111,8 @@ class ClearskyDialog(BASE, FORM):
         self.setWindowIcon(QIcon(str(ICON)))
         self.bar = QgsMessageBar(self)
         self.bar.setSizePolicy(QSizePolicy.Policy.Minimum, QSizePolicy.Policy.Fixed)
-        self.mainLayout.insertWidget(0, self.bar)
+        # Below the form, above the buttons: a message never pushes the form under the mouse.
+        self.mainLayout.insertWidget(1, self.bar)
         self.aoi: Optional[Aoi] = None
         self.task: Optional[tasks.EngineTask] = None
         self.places: List[core_aoi.Place] = []
@@ -250,6 +251,7 @@ class ClearskyDialog(BASE, FORM):
 
     def _search_inputs_changed(self, *_: Any) -> None:
         self._update_output_hint()
+        self.estimateLabel.clear()  # the figures were for other inputs
         if not self.sceneTable.rowCount():
             return
         current = self.table_is_current()
