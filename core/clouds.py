@@ -35,16 +35,6 @@ def disk_offsets(radius: int) -> List[Tuple[int, int]]:
     return [(dy, int(math.isqrt(radius * radius - dy * dy))) for dy in range(-radius, radius + 1)]
 
 
-def _shift_or(dst: np.ndarray, src: np.ndarray, dy: int, dx: int) -> None:
-    """dst |= src moved by (dy, dx), without wrapping around the edges."""
-    h, w = src.shape
-    if abs(dy) >= h or abs(dx) >= w:
-        return
-    ys, yd = (slice(0, h - dy), slice(dy, h)) if dy >= 0 else (slice(-dy, h), slice(0, h + dy))
-    xs, xd = (slice(0, w - dx), slice(dx, w)) if dx >= 0 else (slice(-dx, w), slice(0, w + dx))
-    dst[yd, xd] |= src[ys, xs]
-
-
 def dilate(mask: np.ndarray, radius: int) -> np.ndarray:
     """Binary dilation by a disk of `radius` pixels (numpy only: QGIS may lack scipy).
 
@@ -58,12 +48,12 @@ def dilate(mask: np.ndarray, radius: int) -> np.ndarray:
     runs = {0: mask.copy()}
     for half in range(1, radius + 1):
         run = runs[half - 1].copy()
-        _shift_or(run, mask, 0, half)
-        _shift_or(run, mask, 0, -half)
+        shadows.shift_or(run, mask, 0, half)
+        shadows.shift_or(run, mask, 0, -half)
         runs[half] = run
     out = np.zeros_like(mask)
     for dy, half in rows:
-        _shift_or(out, runs[half], dy, 0)
+        shadows.shift_or(out, runs[half], dy, 0)
     return out
 
 

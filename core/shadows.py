@@ -40,7 +40,8 @@ def reach_px(elevation: Optional[float], pixel_m: float, cap: float = MAX_REACH_
     return int(math.ceil(shadow_distances(elevation, cap=cap)[1] / pixel_m)) + 1
 
 
-def _shift_or(dst: np.ndarray, src: np.ndarray, dy: int, dx: int) -> None:
+def shift_or(dst: np.ndarray, src: np.ndarray, dy: int, dx: int) -> None:
+    """dst |= src moved by (dy, dx), without wrapping around the edges."""
     h, w = src.shape
     if abs(dy) >= h or abs(dx) >= w:
         return
@@ -79,7 +80,7 @@ def project(cloud: np.ndarray, pixel_m: float, azimuth: float, elevation: float,
         offset = (int(round(k * drow)), int(round(k * dcol)))
         if offset not in seen:
             seen.add(offset)
-            _shift_or(swept, coarse, *offset)
+            shift_or(swept, coarse, *offset)
     if f > 1:
         swept = np.repeat(np.repeat(swept, f, axis=0), f, axis=1)[:cloud.shape[0], :cloud.shape[1]]
     out |= swept

@@ -7,7 +7,6 @@ from __future__ import annotations
 from datetime import date
 
 import numpy as np
-import pytest
 
 from clearsky.core import catalog, io, mlmask
 from clearsky.core.aoi import Aoi
@@ -17,7 +16,6 @@ from clearsky.core.options import CloudMask
 from clearsky.core.params import SearchParams
 from clearsky.core.progress import NullProgress
 
-pytestmark = pytest.mark.skipif(not mlmask.available(), reason="ukis-csmask not installed")
 C1 = "sentinel-2-c1-l2a"
 # Sparse: three opaque blob clouds with their shadows, clear elsewhere. (On the dense passes'
 # vast, textureless synthetic clouds the model finds under 10 % of them: it was trained on

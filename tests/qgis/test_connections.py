@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import time
 import uuid
 
 import pytest
@@ -11,6 +10,7 @@ from qgis.core import QgsApplication, QgsAuthMethodConfig, QgsSettings
 
 from clearsky.core.options import EARTH_SEARCH
 from clearsky.ui import connections, settings
+from world.qt import wait
 
 
 @pytest.fixture(autouse=True)
@@ -21,13 +21,6 @@ def private_settings(monkeypatch):
     QgsSettings().remove(group)
 
 
-def wait(d, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while d.task is not None:
-        assert time.monotonic() < deadline, "the test did not finish in time"
-        QgsApplication.processEvents()
-        time.sleep(0.01)
-    QgsApplication.processEvents()
 
 
 def test_a_connection_needs_a_name_and_a_stac_api_url(qgis_iface):

@@ -38,6 +38,7 @@ from clearsky.core.mosaic import search_scenes
 from clearsky.core.params import SearchParams
 from clearsky.ui import dialog as dialog_module
 from clearsky.ui import scenes, settings
+from world.qt import wait
 
 CANVAS_CRS = "EPSG:3857"  # a projected project CRS: AOIs drawn on the map come in it
 JUNE = (date(2024, 6, 1), date(2024, 6, 30))
@@ -80,14 +81,6 @@ def dlg(qgis_iface, canvas):
     d.deleteLater()
 
 
-def wait(d, timeout: float = 90.0) -> None:
-    """Process events until the dialog's task is done (bounded)."""
-    deadline = time.monotonic() + timeout
-    while d.task is not None:
-        assert time.monotonic() < deadline, "the task did not finish in time"
-        QgsApplication.processEvents()
-        time.sleep(0.01)
-    QgsApplication.processEvents()
 
 
 def pixel(canvas, x: float, y: float) -> QPoint:

@@ -12,7 +12,6 @@ import base64
 import http.client
 import json
 import threading
-import time
 import urllib.parse
 import uuid
 from datetime import date
@@ -34,6 +33,7 @@ from clearsky.core.output import params_summary
 from clearsky.ui import dialog as dialog_module
 from clearsky.ui import proxy as ui_proxy
 from clearsky.ui import settings
+from world.qt import wait
 
 JUNE = (date(2024, 6, 1), date(2024, 6, 30))
 USER, PASSWORD = "alice", "s3cr:t@pw"
@@ -174,13 +174,6 @@ def dlg(qgis_iface, world):
     d.deleteLater()
 
 
-def wait(d, timeout: float = 90.0) -> None:
-    deadline = time.monotonic() + timeout
-    while d.task is not None:
-        assert time.monotonic() < deadline, "the task did not finish in time"
-        QgsApplication.processEvents()
-        time.sleep(0.01)
-    QgsApplication.processEvents()
 
 
 def search_in(d, served, world) -> None:
