@@ -46,6 +46,7 @@ from ..core.io import check_output_path, gdal_path
 from ..core.mosaic import build_mosaic, search_scenes
 from ..core.options import DEFAULT_COLLECTION, EARTH_SEARCH, CloudMask, Method
 from ..core.params import MosaicParams, SearchParams
+from ..core.quicklook import read_quicklook
 from ..core.redact import redact_text
 from ..core.search import kept_coverage
 from . import connections, option_widgets, scenes, settings, tasks
@@ -664,6 +665,9 @@ class ClearskyDialog(BASE, FORM):
             return None
         try:
             path = gdal_path(href)  # http(s) and s3 only: a catalog cannot point at files
+            # QGIS's GDAL provider tries every driver: open it through the engine's GeoTIFF
+            # allow-list first, so a VRT behind the URL (which may name local files) is refused.
+            read_quicklook(href, 8, **proxy_fields())
         except ClearskyError as exc:
             self.error(str(exc))
             return None

@@ -176,3 +176,20 @@ def provider(qgis_processing):
     assert registry.addProvider(added)
     yield added
     registry.removeProvider(added)
+
+
+@pytest.fixture
+def private_settings(monkeypatch):
+    """The plugin's QgsSettings group for this test only, removed afterwards (a user's
+    settings are never touched). Modules that need it for every test mark themselves with
+    `pytestmark = pytest.mark.usefixtures("private_settings")`."""
+    import uuid
+
+    from qgis.core import QgsSettings
+
+    from clearsky.ui import settings
+
+    group = f"ClearskyTest/{uuid.uuid4().hex}"
+    monkeypatch.setattr(settings, "GROUP", group)
+    yield group
+    QgsSettings().remove(group)

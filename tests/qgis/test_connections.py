@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import uuid
 
 import pytest
 from qgis.core import QgsApplication, QgsAuthMethodConfig, QgsSettings
@@ -12,13 +11,7 @@ from clearsky.core.options import EARTH_SEARCH
 from clearsky.ui import connections, settings
 from world.qt import wait
 
-
-@pytest.fixture(autouse=True)
-def private_settings(monkeypatch):
-    group = f"ClearskyTest/{uuid.uuid4().hex}"
-    monkeypatch.setattr(settings, "GROUP", group)
-    yield group
-    QgsSettings().remove(group)
+pytestmark = pytest.mark.usefixtures("private_settings")
 
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import threading
 import time
-import uuid
 from datetime import date
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -25,7 +24,6 @@ from qgis.core import (
     QgsPointXY,
     QgsProject,
     QgsRectangle,
-    QgsSettings,
     QgsVectorLayer,
 )
 from qgis.gui import QgsMapMouseEvent
@@ -37,20 +35,14 @@ from clearsky.core.aoi import Aoi
 from clearsky.core.mosaic import search_scenes
 from clearsky.core.params import SearchParams
 from clearsky.ui import dialog as dialog_module
-from clearsky.ui import scenes, settings
+from clearsky.ui import scenes
 from world.qt import wait
 
 CANVAS_CRS = "EPSG:3857"  # a projected project CRS: AOIs drawn on the map come in it
 JUNE = (date(2024, 6, 1), date(2024, 6, 30))
 
 
-@pytest.fixture(autouse=True)
-def private_settings(monkeypatch):
-    """Each test gets its own QgsSettings group, removed afterwards."""
-    group = f"ClearskyTest/{uuid.uuid4().hex}"
-    monkeypatch.setattr(settings, "GROUP", group)
-    yield group
-    QgsSettings().remove(group)
+pytestmark = pytest.mark.usefixtures("private_settings")
 
 
 @pytest.fixture
@@ -845,3 +837,24 @@ def test_the_tiles_of_one_acquisition_are_grouped(dlg, served, world):
     keys, runs = groups()
     assert len(runs) == len(set(runs))
     assert table.item(0, 0).font().bold()
+
+
+def test_add_scene_refuses_a_vrt_behind_the_visual_href(dlg, served, world, assets, qgis_iface):
+    """QGIS's GDAL provider would open a VRT (which can name local files): the engine's
+    GeoTIFF-only check runs first and nothing is added."""
+    set_text_aoi(dlg, known_wkt(world))
+    set_search(dlg, served)
+    dlg.search()
+    wait(dlg)
+    dlg.sceneTable.selectRow(0)
+    vrt = ('<VRTDataset rasterXSize="1" rasterYSize="1"><VRTRasterBand dataType="Byte" '
+           'band="1"><SimpleSource><SourceFilename>/etc/passwd</SourceFilename>'
+           '</SimpleSource></VRTRasterBand></VRTDataset>')
+    from osgeo import gdal
+
+    gdal.VSICurlClearCache()
+    assets.configure(faults=[{"path": "*/visual.tif", "kind": "body", "body": vrt}])
+    before = set(QgsProject.instance().mapLayers())
+    assert dlg.add_selected_scene() is None
+    assert set(QgsProject.instance().mapLayers()) == before
+    assert "No quicklook from" in messages(qgis_iface, Qgis.MessageLevel.Critical)[-1]

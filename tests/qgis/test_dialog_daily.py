@@ -28,7 +28,8 @@ _spec = importlib.util.spec_from_file_location(
     "clearsky_test_dialog_helpers", Path(__file__).with_name("test_dialog.py"))
 td = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(td)
-private_settings, canvas, dlg = td.private_settings, td.canvas, td.dlg  # fixtures
+canvas, dlg = td.canvas, td.dlg  # fixtures
+pytestmark = pytest.mark.usefixtures("private_settings")
 wait, messages, known_wkt, set_text_aoi, set_search = (
     td.wait, td.messages, td.known_wkt, td.set_text_aoi, td.set_search)
 JUNE = td.JUNE

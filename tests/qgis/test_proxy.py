@@ -13,7 +13,6 @@ import http.client
 import json
 import threading
 import urllib.parse
-import uuid
 from datetime import date
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -32,7 +31,6 @@ from clearsky.core.aoi import Aoi
 from clearsky.core.output import params_summary
 from clearsky.ui import dialog as dialog_module
 from clearsky.ui import proxy as ui_proxy
-from clearsky.ui import settings
 from world.qt import wait
 
 JUNE = (date(2024, 6, 1), date(2024, 6, 30))
@@ -146,12 +144,7 @@ def use_proxy(s: QgsSettings, proxy: ForwardProxy, enabled: bool = True,
     s.setValue("proxy/noProxyUrls", [])
 
 
-@pytest.fixture(autouse=True)
-def private_settings(monkeypatch):
-    group = f"ClearskyTest/{uuid.uuid4().hex}"
-    monkeypatch.setattr(settings, "GROUP", group)
-    yield group
-    QgsSettings().remove(group)
+pytestmark = pytest.mark.usefixtures("private_settings")
 
 
 @pytest.fixture
