@@ -15,9 +15,11 @@ import hashlib
 import os
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from collections import deque
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
-from typing import Callable, Dict, FrozenSet, Iterator, List, Optional, Sequence, Tuple
+from itertools import islice
+from typing import Callable, Deque, Dict, FrozenSet, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 import rasterio
@@ -32,6 +34,7 @@ from .output import encode
 from .plan import Pass
 from .reader import SceneReader
 from .scene import MASK_ASSETS, Scene
+from .tiles import TileCache
 
 Indexed = Tuple[int, Scene]
 
@@ -68,10 +71,11 @@ class BlockTask:
     composite: CompositeSpec
     mask: MaskRule
     gdal: Dict[str, object]  # GDAL configuration, set inside the task
-    read_workers: int = 8  # concurrent reads inside the block
+    read_workers: int = 16  # simultaneous requests (the run's, or this task's own)
     skip: FrozenSet[int] = frozenset()  # scenes already known unreadable: not retried
     part: Optional[str] = None  # write the block here (GeoTIFF) and return its path instead
     run_id: str = ""  # the run's shared read pools, when the task runs in its process
+    memory_mb: int = 1024  # the run's budget: sizes the task's own tile cache elsewhere
 
 
 @dataclass
@@ -125,13 +129,18 @@ def slim(scene: Scene, bands: Sequence[str]) -> Scene:
 class ReadPools:
     """Threads for the reads inside a block, so they run concurrently: remote COG reads
     are latency bound and a small AOI is a single block. Two pools, so a pass read waiting
-    on its band reads never waits on its own pool. Threads keep open datasets (and their
-    cached tiles), which must not outlive the run: shut them down with the run."""
+    on its band reads never waits on its own pool. Threads keep open datasets, which must
+    not outlive the run: shut them down with the run. Every read goes through `tiles`, the
+    run's tile cache, whose request slots bound the simultaneous requests."""
 
-    def __init__(self, workers: int, options: Dict[str, object]) -> None:
+    def __init__(self, workers: int, options: Dict[str, object],
+                 tiles: Optional[TileCache] = None, memory_mb: int = 1024) -> None:
+        if tiles is None:
+            tiles = io.current_tiles() or io.new_tiles(memory_mb, workers)
+        self.tiles = tiles
         self.passes, self.bands = (
             ThreadPoolExecutor(max_workers=workers, thread_name_prefix=f"clearsky-{kind}",
-                               initializer=io.init_worker, initargs=(options,))
+                               initializer=io.init_worker, initargs=(options, tiles))
             for kind in ("pass", "band"))
 
     def shutdown(self, wait: bool = True) -> None:
@@ -168,7 +177,8 @@ def _pools_for(task: BlockTask) -> Iterator[ReadPools]:
     if pools is not None:
         yield pools
         return
-    own = ReadPools(task.read_workers, task.gdal)
+    own = ReadPools(task.read_workers, task.gdal, io.new_tiles(task.memory_mb,
+                                                                task.read_workers))
     try:
         yield own
     finally:
@@ -193,11 +203,12 @@ def run_block(task: BlockTask) -> BlockResult:
     spec = task.composite
     inside_aoi = task.aoi is not None
     target = geometry_mask(grid, task.aoi) if inside_aoi else np.ones(grid.shape, bool)
-    with _gdal(task.gdal), _pools_for(task) as pools:
+    with _gdal(task.gdal), _pools_for(task) as pools, io.thread_tiles(pools.tiles):
         reads = _SafeReads(SceneReader(spec.bands, task.mask, grid, pools.bands.map), task.skip)
         passes = [list(p.scenes) for p in task.passes]
         if not spec.stacked:
-            values, count, source, contributed = _best(grid, passes, target, spec, reads)
+            values, count, source, contributed = _best(grid, passes, target, spec, reads,
+                                                       pools.passes, task.read_workers)
         else:
             ordered = [_native_first(scenes, grid.crs) for scenes in passes]
             values, count, source, contributed = _stack(
@@ -256,33 +267,120 @@ def _native_first(scenes: List[Indexed], crs: str) -> List[Indexed]:
 
 
 def _best(grid: Grid, passes: List[List[Indexed]], target: np.ndarray, spec: CompositeSpec,
-          reads: _SafeReads):
-    """First clear observation per pixel, passes in plan order; stops once the block is full."""
+          reads: _SafeReads, pool: Optional[Executor] = None, lookahead: int = 16):
+    """First valid observation per pixel, passes (and their tiles) in plan order.
+
+    The SCL of the candidate scenes is read concurrently, `lookahead` ahead, until their
+    clear pixels cover the block; then the bands of only those scenes that give a pixel no
+    earlier scene gives, a few at once (`_fill`). Should a band leave pixels invalid that
+    its SCL called clear, the SCL of further scenes is read for them."""
     best = composite.BestPixel(len(spec.bands), grid.shape)
     count = np.zeros(grid.shape, "uint16") if spec.count_band else None
     contributed: Dict[int, int] = {}
-    for scenes in passes:
-        if count is None and best.is_complete(target):
-            break  # every AOI pixel of the block is filled: stop reading
-        seen = np.zeros(grid.shape, bool)
-        for index, scene in scenes:
-            usable = reads.usable(index, scene, grid, target)
+    flat = [(n, index, scene) for n, scenes in enumerate(passes) for index, scene in scenes]
+    masked: List[Tuple[int, Scene, np.ndarray]] = []  # plan order
+    clear = np.zeros(grid.shape, bool)
+    seen = [np.zeros(grid.shape, bool) for _ in passes] if count is not None else []
+
+    def mask(item):
+        n, index, scene = item
+        return n, index, scene, reads.usable(index, scene, grid, target)
+
+    def covered() -> bool:
+        return count is None and not (target & ~clear).any()
+
+    done = 0  # scenes of `flat` whose SCL was read
+    while True:
+        for n, index, scene, usable in _in_order(pool, mask, flat[done:], lookahead, covered):
+            done += 1
             if usable is None:
                 continue
-            seen |= usable
-            # SCL pruning: read reflectance only where it can still fill a pixel.
-            if not (usable & ~best.filled).any():
-                continue
-            read = reads.reflectance(index, scene, grid, usable)
-            if read is None:
-                continue
-            filled = best.add(read[0], read[1], index)
-            if filled:
-                contributed[index] = contributed.get(index, 0) + filled
-        if count is not None:
-            count += seen.astype("uint16")
+            if count is not None:
+                seen[n] |= usable
+            if usable.any():
+                masked.append((index, scene, usable))
+                clear |= usable
+        _fill(best, masked, grid, target, reads, pool, contributed)
+        if done >= len(flat) or not (target & ~best.filled).any():
+            break
+        clear[...] = best.filled  # a band left pixels invalid: mask further scenes
+    if count is not None:
+        for one in seen:
+            count += one.astype("uint16")
     values, source = best.result()
     return values, count, (source if spec.source_band else None), contributed
+
+
+def _fill(best: composite.BestPixel, masked: List[Tuple[int, Scene, np.ndarray]], grid: Grid,
+          target: np.ndarray, reads: _SafeReads, pool: Optional[Executor],
+          contributed: Dict[int, int]) -> None:
+    """Each pixel takes the first scene, in plan order, whose SCL and bands are valid there:
+    a round reads, for every pixel still empty, the next scene not yet tried for it."""
+    tried = np.full(grid.shape, -1, "int32")  # position in `masked` of the last scene tried
+    while True:
+        empty = target & ~best.filled
+        claimed = np.zeros(grid.shape, bool)
+        todo = []
+        for k, (index, scene, usable) in enumerate(masked):
+            need = usable & empty & ~claimed & (tried < k)
+            if need.any():
+                todo.append((k, index, scene, usable, need))
+                claimed |= need
+        if not todo:
+            return
+        for group in _groups(todo, READ_GROUP):
+            got = _map(pool, lambda t: reads.reflectance(t[1], t[2], grid, t[3]), group)
+            for (k, index, _, _, need), read in zip(group, got):
+                tried[need] = k
+                if read is None:
+                    continue
+                filled = best.add(read[0], read[1] & need, index)
+                if filled:
+                    contributed[index] = contributed.get(index, 0) + filled
+
+
+READ_GROUP = 4  # scenes whose bands best pixel reads at once (their arrays are held)
+
+
+def _groups(items: list, size: int) -> Iterator[list]:
+    for i in range(0, len(items), size):
+        yield items[i:i + size]
+
+
+def _map(pool: Optional[Executor], func: Callable, items: list) -> list:
+    if pool is None or len(items) < 2:
+        return [func(i) for i in items]
+    return list(pool.map(func, items))
+
+
+def _in_order(pool: Optional[Executor], func: Callable, items: list, lookahead: int,
+              enough: Callable[[], bool]) -> Iterator:
+    """func(item) for the items in order, up to `lookahead` running ahead on `pool`; stops
+    (cancelling what has not started) once `enough()` after a result."""
+    if pool is None:
+        for item in items:
+            if enough():
+                return
+            yield func(item)
+        return
+    if enough():
+        return
+    queue = iter(items)
+    running: Deque[Future] = deque(pool.submit(func, i) for i in islice(queue, max(1, lookahead)))
+    try:
+        while running:
+            yield running.popleft().result()
+            if enough():
+                return
+            nxt = next(queue, _END)
+            if nxt is not _END:
+                running.append(pool.submit(func, nxt))
+    finally:
+        for f in running:
+            f.cancel()
+
+
+_END = object()
 
 
 def _read_pass(scenes: List[Indexed], grid: Grid, target: np.ndarray, reads: _SafeReads):

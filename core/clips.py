@@ -65,7 +65,8 @@ def clear_clips(
 ) -> ClipsResult:
     """Write one reflectance GeoTIFF per AOI and clear pass, plus `clear_clips.csv`."""
     with io.gdal_env(params.max_workers,
-                     **io.proxy_options(params.proxy, params.no_proxy)):
+                     **io.proxy_options(params.proxy, params.no_proxy)), \
+            io.run_tiles(params.memory_mb, params.max_workers):
         return _clear_clips(params, aois, Path(output_folder), tuple(bands), progress, overwrite)
 
 

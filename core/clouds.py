@@ -13,12 +13,13 @@ from typing import Callable, FrozenSet, Iterable, List, Optional, Tuple
 
 import numpy as np
 from rasterio.enums import Resampling
+from shapely.geometry import box
 
-from . import shadows
+from . import budget, shadows
 from .aoi import Aoi
 from .errors import CancelledError
 from .grid import Grid, geometry_mask, pixel_size_m, reproject_geometry
-from .io import current_options, init_worker, read_native_window, read_to_grid
+from .io import current_options, init_worker, native_grid, read_native_window, read_to_grid
 from .options import DEFAULT_INVALID_SCL, CloudMask, default
 from .progress import Progress, check_cancelled
 from .results import SceneReport
@@ -44,16 +45,19 @@ def dilate(mask: np.ndarray, radius: int) -> np.ndarray:
     mask = np.asarray(mask, dtype=bool)
     if radius <= 0 or not mask.any():
         return mask.copy()
-    rows = disk_offsets(radius)
-    runs = {0: mask.copy()}
-    for half in range(1, radius + 1):
-        run = runs[half - 1].copy()
-        shadows.shift_or(run, mask, 0, half)
-        shadows.shift_or(run, mask, 0, -half)
-        runs[half] = run
+    by_half: dict = {}
+    for dy, half in disk_offsets(radius):
+        by_half.setdefault(half, []).append(dy)
+    # One run at a time (memory: three masks, whatever the radius): the run of half-width h
+    # is used by every row offset dy whose disk row has that half-width.
+    run = mask.copy()
     out = np.zeros_like(mask)
-    for dy, half in rows:
-        shadows.shift_or(out, runs[half], dy, 0)
+    for half in range(0, radius + 1):
+        if half:
+            shadows.shift_or(run, mask, 0, half)
+            shadows.shift_or(run, mask, 0, -half)
+        for dy in by_half.get(half, ()):
+            shadows.shift_or(out, run, dy, 0)
     return out
 
 
@@ -246,7 +250,8 @@ def _add_shadows(cloudy: np.ndarray, scl: np.ndarray, prob: Optional[np.ndarray]
 def aoi_scl_stats(scene: Scene, aoi: Aoi, invalid: Iterable[int], *,
                   allow_local: bool = False, dilation: int = 0,
                   cancelled: Optional[Callable[[], bool]] = None,
-                  rule: Optional[MaskRule] = None) -> Tuple[float, float, int]:
+                  rule: Optional[MaskRule] = None, chunk: int = 1024
+                  ) -> Tuple[float, float, int]:
     """(coverage %, cloud %, covered pixels) of the AOI in this scene's SCL.
 
     coverage: share of the AOI's 20 m pixels (by pixel centre) with SCL data; cloud: share
@@ -255,39 +260,69 @@ def aoi_scl_stats(scene: Scene, aoi: Aoi, invalid: Iterable[int], *,
     `rule` (its classes and dilation replace `invalid` and `dilation`) adds its layers:
     probabilities, projected shadows (the SCL window then has the shadows' reach as
     margin), the ML mask, all on the SCL's own 20 m pixels.
+    The AOI's SCL pixels are counted in chunks of `chunk` x `chunk` (each read with the
+    dilation's and the shadows' margin), so memory does not grow with the AOI.
     """
     href = scene.assets.get(SCL)
     if not href:
         raise KeyError("the scene has no SCL asset")
     if rule is None:
         rule = MaskRule(frozenset(invalid), int(dilation), CloudMask.SCL)
-    dilation = rule.dilation
-    reach = rule.reach_px(scene, SCL_RESOLUTION)
     geom = reproject_geometry(aoi.geometry, aoi.crs, scene.crs)
-    got = read_native_window(href, geom.bounds, scene.crs, allow_local=allow_local,
-                             margin=max(0, int(dilation)) + reach, cancelled=cancelled)
-    if got is None:
+    native = native_grid(href, geom.bounds, scene.crs, allow_local=allow_local,
+                         cancelled=cancelled)
+    if native is None:
         return 0.0, math.nan, 0
-    scl, transform, crs = got
-    if crs != scene.crs:  # the catalog's proj:epsg disagreed with the file
-        geom = reproject_geometry(aoi.geometry, aoi.crs, crs)
-    grid = Grid(crs, transform, scl.shape[1], scl.shape[0])
-    inside = geometry_mask(grid, geom)
-    if not inside.any():  # AOI smaller than a pixel: count the pixels it touches
-        inside = geometry_mask(grid, geom, all_touched=True)
-    n_aoi = int(inside.sum())
-    covered = inside & (scl != NODATA)
-    n_cov = int(covered.sum())
+    if native.crs != scene.crs:  # the catalog's proj:epsg disagreed with the file
+        geom = reproject_geometry(aoi.geometry, aoi.crs, native.crs)
+    counts = _count_chunks(href, scene, geom, native, rule, chunk, False, allow_local,
+                           cancelled)
+    if counts[0] == 0:  # AOI smaller than a pixel: count the pixels it touches
+        counts = _count_chunks(href, scene, geom, native, rule, chunk, True, allow_local,
+                               cancelled)
+    n_aoi, n_cov, n_bad = counts
     if n_aoi == 0 or n_cov == 0:
         return 0.0, math.nan, 0
+    return 100.0 * n_cov / n_aoi, 100.0 * n_bad / n_cov, n_cov
+
+
+def _count_chunks(href: str, scene: Scene, geom, native: Grid, rule: MaskRule, chunk: int,
+                  all_touched: bool, allow_local: bool,
+                  cancelled: Optional[Callable[[], bool]]) -> Tuple[int, int, int]:
+    """(AOI pixels, covered, unusable) over the chunks of `native` that meet the AOI."""
+    reach = rule.reach_px(scene, SCL_RESOLUTION)
+    margin = max(0, int(rule.dilation)) + reach
     no_nodata = replace(rule, invalid=frozenset(set(rule.invalid) - {NODATA}))
-    if rule.kind is CloudMask.SCL:
-        bad = no_nodata.unusable(scl, dilation)
-    else:
-        bad = no_nodata.unusable(scl, dilation, scene=scene, grid=grid, reach=reach,
-                                 allow_local=allow_local, cancelled=cancelled)
-    bad &= covered
-    return 100.0 * n_cov / n_aoi, 100.0 * int(bad.sum()) / n_cov, n_cov
+    n_aoi = n_cov = n_bad = 0
+    for row in range(0, native.height, chunk):
+        for col in range(0, native.width, chunk):
+            if cancelled is not None and cancelled():
+                raise CancelledError()
+            part = native.subgrid(row, col, min(chunk, native.height - row),
+                                  min(chunk, native.width - col))
+            if not geom.intersects(box(*part.bounds)):
+                continue
+            inside = geometry_mask(part, geom, all_touched=all_touched)
+            if not inside.any():
+                continue
+            n_aoi += int(inside.sum())
+            got = read_native_window(href, part.bounds, part.crs, allow_local=allow_local,
+                                     margin=margin, cancelled=cancelled)
+            if got is None:
+                continue
+            scl, transform, crs = got
+            wide = Grid(crs, transform, scl.shape[1], scl.shape[0])
+            if rule.kind is CloudMask.SCL:
+                bad = no_nodata.unusable(scl, rule.dilation)
+            else:
+                bad = no_nodata.unusable(scl, rule.dilation, scene=scene, grid=wide,
+                                         reach=reach, allow_local=allow_local,
+                                         cancelled=cancelled)
+            inner = (slice(margin, margin + part.height), slice(margin, margin + part.width))
+            covered = inside & (scl[inner] != NODATA)
+            n_cov += int(covered.sum())
+            n_bad += int((bad[inner] & covered).sum())
+    return n_aoi, n_cov, n_bad
 
 
 def verdict(scene: Scene, coverage: float, cloud: float, max_cloud: float) -> SceneReport:
@@ -320,9 +355,13 @@ def check_aoi_clouds(scenes: List[Scene], aoi: Aoi, params, progress: Progress, 
     check_cancelled(progress)
     rule = rule or MaskRule.from_params(params)
 
+    workers = max(1, min(params.max_workers, len(scenes)))
+    chunk = budget.check_chunk(getattr(params, "memory_mb", default("memory_mb")), workers,
+                               rule.dilation)
+
     def stats(scene: Scene, this: MaskRule) -> Tuple[float, float, int]:
         return aoi_scl_stats(scene, aoi, this.invalid, allow_local=allow_local,
-                             cancelled=progress.is_cancelled, rule=this)
+                             cancelled=progress.is_cancelled, rule=this, chunk=chunk)
 
     def one(scene: Scene) -> SceneReport:
         if progress.is_cancelled():
@@ -347,7 +386,6 @@ def check_aoi_clouds(scenes: List[Scene], aoi: Aoi, params, progress: Progress, 
         return replace(verdict(scene, cov, cloud, params.max_aoi_cloud), mask=mask)
 
     reports: List[Optional[SceneReport]] = [None] * len(scenes)
-    workers = max(1, min(params.max_workers, len(scenes)))
     with ThreadPoolExecutor(workers, thread_name_prefix="clearsky-scl",
                             initializer=init_worker, initargs=(current_options(),)) as pool:
         futures = {pool.submit(one, s): i for i, s in enumerate(scenes)}

@@ -345,7 +345,8 @@ def estimate_mosaic(params: MosaicParams, progress=None) -> Estimate:
     if figures.refusal(params) is not None:  # known from the grid: nothing is searched
         return figures
     with io.gdal_env(params.max_workers,
-                     **io.proxy_options(params.proxy, params.no_proxy)):
+                     **io.proxy_options(params.proxy, params.no_proxy)), \
+            io.run_tiles(params.memory_mb, params.max_workers):
         search = run_search(params, SubProgress(progress, 0, 80))
         kept = [r for r in search.reports if r.kept and
                 (params.scene_ids is None or r.scene.id in params.scene_ids)]

@@ -167,12 +167,3 @@ def check_versions(client) -> None:
             raise ClearskyError(
                 f"Worker {worker} runs other code than this machine ({shown}): install the "
                 "same Clearsky engine and libraries on every worker.")
-
-
-def block_size_for(memory_limit: Optional[int], passes: int, bands: int, default: int) -> int:
-    """The block side that keeps one block's stack within a quarter of a worker's memory."""
-    if not memory_limit:
-        return default
-    per_pixel = 4 * (max(1, passes) * max(1, bands) + 8)  # float32 stack + masks and outputs
-    side = int((memory_limit / 4 / per_pixel) ** 0.5)
-    return max(64, min(default, side // 16 * 16))

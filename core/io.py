@@ -35,6 +35,7 @@ from rasterio.windows import Window
 from .errors import CancelledError, OutputError, ReadError
 from .grid import Grid
 from .redact import redact_text
+from .tiles import TileCache, check_window
 
 try:  # rasterio's low-level GDAL errors (CPLE_HttpResponseError, ...)
     from rasterio._err import CPLE_BaseError
@@ -91,10 +92,10 @@ def gdal_options(max_workers: int = 8, **overrides) -> Dict[str, object]:
         # and a per-handle cache would multiply memory by the many handles kept open.
         "VSI_CACHE": "FALSE",
         "CPL_VSIL_CURL_CACHE_SIZE": str(min(256, 16 * workers) * 1024 * 1024),
-        # GDAL's cache of decoded blocks: each source block is decoded once or twice per run
-        # (the /vsicurl/ cache keeps the compressed bytes), so a larger cache only grew the
-        # peak memory with the AOI (bench: 1061 -> 697 MB at 20 km, same time).
-        "GDAL_CACHEMAX": 64 * 1024 * 1024,  # bytes (an int)
+        # GDAL's cache of decoded blocks: the run's tile cache (core.tiles) keeps every
+        # decoded source tile once, so GDAL's copy only needs the blocks of reads in flight;
+        # a larger one only grew the peak memory with the AOI.
+        "GDAL_CACHEMAX": 32 * 1024 * 1024,  # bytes (an int)
         "AWS_NO_SIGN_REQUEST": "YES",  # public buckets only
         "GDAL_HTTP_USERAGENT": "Clearsky QGIS plugin",
     }
@@ -261,15 +262,87 @@ def ensure_env() -> Iterator[None]:
         yield
 
 
-def init_worker(options: Optional[Dict[str, object]] = None) -> None:
+def init_worker(options: Optional[Dict[str, object]] = None,
+                tiles: Optional[TileCache] = None) -> None:
     """ThreadPoolExecutor initializer: keeps a GDAL env open for the thread's lifetime and
-    lets the thread cache open datasets (they close when the worker thread ends)."""
+    lets the thread cache open datasets (they close when the worker thread ends). Its reads
+    go through `tiles` (default: the innermost active `run_tiles`)."""
     _local.caching = True
+    _local.tiles = tiles if tiles is not None else current_tiles()
     if not rasterio.env.hasenv():
         options = dict(options or current_options())
         for key in _GLOBAL_ONLY:
             options.pop(key, None)
         rasterio.Env(**options).__enter__()
+
+
+# --- the run's tile cache ---------------------------------------------------------------
+
+_TILES: List[TileCache] = []  # run_tiles caches entered, innermost last
+TILE_SHARE = 0.25  # of the run's memory budget for decoded source tiles
+MIN_TILE_CACHE = 32 * 1024 * 1024
+
+
+@contextlib.contextmanager
+def run_tiles(memory_mb: int = 1024, requests: int = 16) -> Iterator[TileCache]:
+    """The run's shared tile cache (see `core.tiles`): worker threads started inside read
+    through it. Nested runs (a search inside a mosaic) share the outer one, so the AOI
+    check's SCL tiles serve the mosaic's blocks."""
+    with _ACTIVE_LOCK:
+        outer = _TILES[-1] if _TILES else None
+    if outer is not None:
+        yield outer
+        return
+    cache = new_tiles(memory_mb, requests)
+    with _ACTIVE_LOCK:
+        _TILES.append(cache)
+    try:
+        yield cache
+    finally:
+        with _ACTIVE_LOCK, contextlib.suppress(ValueError):
+            _TILES.remove(cache)
+        cache.clear()
+
+
+def new_tiles(memory_mb: int = 1024, requests: int = 16) -> TileCache:
+    """A tile cache with its share of a `memory_mb` budget and `requests` request slots."""
+    budget = int(memory_mb) * 1024 * 1024
+    return TileCache(max(MIN_TILE_CACHE, int(budget * TILE_SHARE)), requests,
+                     max_read=budget // 4)
+
+
+def current_tiles() -> Optional[TileCache]:
+    with _ACTIVE_LOCK:
+        return _TILES[-1] if _TILES else None
+
+
+@contextlib.contextmanager
+def thread_tiles(tiles: Optional[TileCache]) -> Iterator[None]:
+    """Reads of the calling thread go through `tiles` for the body."""
+    saved = getattr(_local, "tiles", None)
+    _local.tiles = tiles
+    try:
+        yield
+    finally:
+        _local.tiles = saved
+
+
+MAX_WINDOW_BYTES = 1024 ** 3  # one window read without a run's budget (tests, scripts)
+
+
+def _check_alloc(height: int, width: int, dtype) -> None:
+    """ReadError before allocating a window the budget cannot hold."""
+    tiles: Optional[TileCache] = getattr(_local, "tiles", None)
+    limit = tiles.max_read if tiles is not None and tiles.max_read else MAX_WINDOW_BYTES
+    check_window(height, width, dtype, limit)
+
+
+def _read(ds, path: str, level: Optional[int], band: int, window: Window) -> np.ndarray:
+    """One window of `ds` (inside the raster): from the thread's tile cache when it has one."""
+    tiles: Optional[TileCache] = getattr(_local, "tiles", None)
+    if tiles is None:
+        return ds.read(band, window=window)
+    return tiles.read(ds, _cache_key(path, level), band, window, limit=tiles.max_read)
 
 
 # --- paths and open datasets ------------------------------------------------------------
@@ -325,7 +398,7 @@ def _open(path: str, overview_level: Optional[int] = None):
     if overview_level is not None:
         kwargs["overview_level"] = overview_level
     if not getattr(_local, "caching", False):
-        ds = rasterio.open(path, **kwargs)
+        ds = _request_open(path, kwargs)
         _transient().append(ds)
         return ds
     cache, key = _cache(), _cache_key(path, overview_level)
@@ -333,12 +406,21 @@ def _open(path: str, overview_level: Optional[int] = None):
     if ds is not None and not ds.closed:
         cache.move_to_end(key)
         return ds
-    ds = rasterio.open(path, **kwargs)
+    ds = _request_open(path, kwargs)
     cache[key] = ds
     while len(cache) > _CACHE_SIZE:
         _, old = cache.popitem(last=False)
         old.close()
     return ds
+
+
+def _request_open(path: str, kwargs: Dict[str, object]):
+    """Open a dataset; the header fetch holds one of the run's request slots."""
+    tiles: Optional[TileCache] = getattr(_local, "tiles", None)
+    if tiles is None or not path.startswith("/vsi"):
+        return rasterio.open(path, **kwargs)
+    with tiles.requests:
+        return rasterio.open(path, **kwargs)
 
 
 def _transient() -> list:
@@ -358,6 +440,9 @@ def _forget(path: str) -> None:
     cache = _cache()
     for key in [k for k in cache if k[0] == path]:
         cache.pop(key).close()
+    tiles: Optional[TileCache] = getattr(_local, "tiles", None)
+    if tiles is not None:
+        tiles.forget_path(path)
     if path.startswith("/vsi"):
         with contextlib.suppress(Exception):
             from osgeo import gdal  # same libgdal as rasterio on Linux distributions and QGIS
@@ -530,43 +615,66 @@ def _window(ds, bounds, margin: int, clip: bool) -> Optional[Window]:
     return Window(c0, r0, c1 - c0, r1 - r0)
 
 
-def _aligned_offset(ds, grid: Grid, dst_crs: CRS) -> Optional[Tuple[int, int]]:
-    """(col, row) of the grid's origin in `ds` pixels when the grid lies on the source's
-    own pixel grid (same CRS and pixel size, whole-pixel offset), else None."""
+def reflectance_resampling(source_m: float, output_m: float) -> Resampling:
+    """Resampling of reflectance from pixels of `source_m` onto pixels of `output_m`: the
+    average of the source pixels when the output is coarser than 1.5x them, else bilinear.
+    Chosen from the pixel size of the file (or overview) actually read, not the band's
+    nominal one."""
+    return Resampling.average if output_m > 1.5 * source_m else Resampling.bilinear
+
+
+def _lattice(ds, grid: Grid, dst_crs: CRS) -> Optional[Tuple[int, int, int]]:
+    """(col, row, k) when every grid pixel is a k x k block of `ds`'s own pixels (same CRS,
+    no rotation, pixel size k times the source's, origin on a source pixel corner): the
+    grid's origin in source pixels and the factor. None when the grid needs a warp."""
     t, g = ds.transform, grid.transform
-    if t.b or t.d or g.b or g.d or not math.isclose(t.a, g.a) or not math.isclose(t.e, g.e):
+    if t.b or t.d or g.b or g.d or ds.crs != dst_crs:
+        return None
+    kx, ky = g.a / t.a, g.e / t.e
+    k = int(round(kx))
+    if k < 1 or abs(kx - k) > 1e-6 * k or abs(ky - k) > 1e-6 * k:
         return None
     col, row = (g.c - t.c) / t.a, (g.f - t.f) / t.e
-    if abs(col - round(col)) > 1e-6 or abs(row - round(row)) > 1e-6 or ds.crs != dst_crs:
+    if abs(col - round(col)) > 1e-6 or abs(row - round(row)) > 1e-6:
         return None
-    return int(round(col)), int(round(row))
+    return int(round(col)), int(round(row)), k
 
 
-def _aligned_read(ds, band: int, grid: Grid, dst_crs: CRS) -> Optional[np.ndarray]:
-    """The grid's pixels copied straight from `ds` when no resampling is needed, else None.
-
-    Warping an aligned window is an identity for every resampling method, but GDAL's
-    warper still costs more CPU than decoding: most tiles of a mosaic are in its own CRS.
-    """
-    offset = _aligned_offset(ds, grid, dst_crs)
-    if offset is None:
+def _lattice_read(ds, path: str, level: Optional[int], band: int, grid: Grid,
+                  lattice: Tuple[int, int, int], resampling: Resampling, raw: bool
+                  ) -> Optional[np.ndarray]:
+    """The grid's pixels from a grid on the source lattice: copied (k = 1) or decimated
+    (nearest: the pixel under each output centre; average: the mean of the valid source
+    pixels, rounded half up), exactly as GDAL's warper computes them but without it (it
+    was half the CPU of a block). None when the resampling has no exact decimation here."""
+    col, row, k = lattice
+    if k > 1 and resampling not in (Resampling.nearest, Resampling.average):
         return None
-    col, row = offset
     h, w = grid.shape
+    dtype = np.dtype(ds.dtypes[band - 1])
+    _check_alloc(h * k, w * k, dtype)
+    src = np.zeros((h * k, w * k), dtype)
     c0, r0 = max(col, 0), max(row, 0)
-    c1, r1 = min(col + w, ds.width), min(row + h, ds.height)
-    dst = np.zeros(grid.shape, dtype=ds.dtypes[band - 1])
+    c1, r1 = min(col + w * k, ds.width), min(row + h * k, ds.height)
     if c1 > c0 and r1 > r0:
-        dst[r0 - row:r1 - row, c0 - col:c1 - col] = ds.read(
-            band, window=Window(c0, r0, c1 - c0, r1 - r0))
-    return dst
+        src[r0 - row:r1 - row, c0 - col:c1 - col] = _read(
+            ds, path, level, band, Window(c0, r0, c1 - c0, r1 - r0))
+    if k == 1:
+        return src
+    if resampling is Resampling.nearest:
+        return np.ascontiguousarray(src[k // 2::k, k // 2::k])
+    blocks = src.reshape(h, k, w, k)
+    total = blocks.sum(axis=(1, 3), dtype="float64")
+    n = np.count_nonzero(blocks, axis=(1, 3)) if not raw else np.full((h, w), k * k)
+    mean = np.where(n > 0, total / np.maximum(n, 1), 0.0)
+    return np.floor(mean + 0.5).astype(dtype)
 
 
 def read_to_grid(
     href: str,
     grid: Grid,
     *,
-    resampling: Resampling = Resampling.bilinear,
+    resampling: Optional[Resampling] = Resampling.bilinear,
     band: int = 1,
     use_overviews: bool = True,
     allow_local: bool = False,
@@ -575,12 +683,16 @@ def read_to_grid(
     cancelled: Optional[Callable[[], bool]] = None,
     raw: bool = False,
 ) -> Optional[np.ndarray]:
-    """One band of `href` warped onto `grid`, in the source dtype with 0 = nodata.
+    """One band of `href` on `grid`, in the source dtype with 0 = nodata.
 
     Reads only the source window under the grid (plus 2 source pixels), from the coarsest
-    overview that is still at least as fine as the grid. Returns None when the source has
-    nothing for the grid: no overlap, or only nodata there.
+    overview that is still at least as fine as the grid. A grid on the source's own lattice
+    (or an integer multiple of it) is copied or decimated without GDAL's warper; any other
+    grid is warped. Returns None when the source has nothing for the grid: no overlap, or
+    only nodata there.
     SCL and other class rasters: pass use_overviews=False and Resampling.nearest.
+    `resampling=None`: reflectance, resampled by `reflectance_resampling` from the pixel
+    size of the level actually read.
     `cancelled` (e.g. progress.is_cancelled): checked before each try and during the
     back-off; raises CancelledError. A GDAL request in progress cannot be interrupted:
     it ends by its own time-outs (see HTTP_LOW_SPEED_TIME, HTTP_TIMEOUT).
@@ -600,18 +712,22 @@ def read_to_grid(
             return None
         factors = ds.overviews(band) if use_overviews else []
         level = None
+        target_m = _pixel_size_in(grid, ds.crs)
         if factors:
-            level = choose_overview(ds.width, ds.height, max(ds.res), factors,
-                                    _pixel_size_in(grid, ds.crs))
+            level = choose_overview(ds.width, ds.height, max(ds.res), factors, target_m)
         if level is not None:
             ds = _open(path, level)
-        aligned = _aligned_read(ds, band, grid, dst_crs)
-        if aligned is not None:  # the grid is the source's own pixel grid: no warp needed
-            return aligned if raw or aligned.any() else None
+        how = resampling if resampling is not None else reflectance_resampling(
+            max(ds.res), target_m)
+        lattice = _lattice(ds, grid, dst_crs)
+        if lattice is not None:
+            got = _lattice_read(ds, path, level, band, grid, lattice, how, raw)
+            if got is not None:
+                return got if raw or got.any() else None
         win = _window(ds, src_bounds, 2, clip=True)
         if win is None:
             return None
-        src = ds.read(band, window=win)
+        src = _read(ds, path, level, band, win)
         if not raw and not src.any():
             return None
         dst = np.zeros(grid.shape, dtype=src.dtype)
@@ -619,9 +735,30 @@ def read_to_grid(
             source=src, destination=dst,
             src_transform=ds.window_transform(win), src_crs=ds.crs, src_nodata=nodata,
             dst_transform=grid.transform, dst_crs=dst_crs, dst_nodata=nodata,
-            resampling=resampling,
+            resampling=how,
         )
         return dst if raw or dst.any() else None
+
+    return _retrying(href, path, read, tries, backoff, cancelled)
+
+
+def native_grid(href: str, bounds: Tuple[float, float, float, float], bounds_crs: str, *,
+                allow_local: bool = False, tries: int = READ_TRIES,
+                backoff: float = READ_BACKOFF,
+                cancelled: Optional[Callable[[], bool]] = None) -> Optional[Grid]:
+    """The grid of the source's own pixels covering `bounds` (rounded outward, not clipped
+    to the raster), from its header alone; None when the raster does not meet the bounds.
+    Windows of this grid read with `read_native_window` tile it exactly (chunked reads)."""
+    path = gdal_path(href, allow_local=allow_local)
+
+    def read() -> Optional[Grid]:
+        ds = _open(path)
+        src_bounds = transform_bounds(_crs(bounds_crs), ds.crs, *bounds, densify_pts=21)
+        full = _window(ds, src_bounds, 0, clip=False)
+        if full is None or _window(ds, src_bounds, 0, clip=True) is None:
+            return None
+        return Grid(ds.crs.to_string(), ds.window_transform(full), int(full.width),
+                    int(full.height))
 
     return _retrying(href, path, read, tries, backoff, cancelled)
 
@@ -653,9 +790,11 @@ def read_native_window(
         inner = _window(ds, src_bounds, margin, clip=True)
         if full is None or inner is None:
             return None
+        _check_alloc(int(full.height), int(full.width), ds.dtypes[band - 1])
         out = np.zeros((int(full.height), int(full.width)), dtype=ds.dtypes[band - 1])
         r, c = int(inner.row_off - full.row_off), int(inner.col_off - full.col_off)
-        out[r:r + int(inner.height), c:c + int(inner.width)] = ds.read(band, window=inner)
+        out[r:r + int(inner.height), c:c + int(inner.width)] = _read(ds, path, None, band,
+                                                                     inner)
         return out, ds.window_transform(full), ds.crs.to_string()
 
     return _retrying(href, path, read, tries, backoff, cancelled)

@@ -21,7 +21,7 @@ from pyproj import Transformer
 from shapely.geometry import Polygon, box
 from shapely.geometry.base import BaseGeometry
 
-from . import io, output, stacitem
+from . import budget, io, output, stacitem
 from .blocks import (
     BlockResult,
     BlockTask,
@@ -35,9 +35,10 @@ from .blocks import (
 from .clouds import MaskRule
 from .errors import NoScenesError, ReadError
 from .estimate import Estimate, LimitError, output_estimate, read_estimate
-from .executors import Running, block_size_for, open_executor
-from .grid import Block, Grid, geometry_mask, output_grid
+from .executors import Running, open_executor
+from .grid import Block, Grid, geometry_mask, output_grid, pixel_size_m
 from .ledger import Ledger
+from .options import Method
 from .params import MosaicParams
 from .periods import Period, period_path, split_periods
 from .plan import Pass, plan_passes
@@ -61,7 +62,8 @@ def build_mosaic(
     `executor` (any concurrent.futures.Executor) overrides `params.executor`."""
     params.validate()
     with io.gdal_env(params.max_workers,
-                     **io.proxy_options(params.proxy, params.no_proxy)):
+                     **io.proxy_options(params.proxy, params.no_proxy)), \
+            io.run_tiles(params.memory_mb, params.max_workers):
         return _build(params, progress or NullProgress(), executor)
 
 
@@ -224,8 +226,11 @@ def _compose(params: MosaicParams, grid: Grid, chosen: Sequence[SceneReport], st
     """One composite of `chosen` into the COG `path`: blocks through the executor."""
     passes = plan_passes(chosen, start, end, params.target_date)
     outcome = _Outcome()
-    side = block_size_for(running.memory_limit, len(passes), len(names), params.block_size)
-    blocks = grid.blocks(side)
+    sized = budget.blocks_for(params.memory_mb, len(passes), len(params.bands),
+                              bool(params.statistics) or params.method is not Method.BEST,
+                              params.block_size, running.memory_limit)
+    _check_margin(params, grid, passes, sized.side)
+    blocks = grid.blocks(sized.side)
     progress.info(
         f"Compositing {len(chosen)} scene(s) from {len(passes)} pass(es) into a "
         f"{grid.width} x {grid.height} grid ({grid.crs}, {params.resolution:g} m pixels), "
@@ -237,7 +242,8 @@ def _compose(params: MosaicParams, grid: Grid, chosen: Sequence[SceneReport], st
         tasks = _tasks(params, grid, blocks, passes, options, outcome, run_id)
         total = grid.width * grid.height
         done_px = 0
-        for task, result, cached in _run(running, tasks, options, progress, ledger):
+        for task, result, cached in _run(running, tasks, options, progress, ledger,
+                                         sized.in_flight):
             data = read_part(result.part) if result.data.size == 0 and result.part else \
                 result.data
             out.write(result.block.row_off, result.block.col_off, data)
@@ -263,6 +269,17 @@ def _compose(params: MosaicParams, grid: Grid, chosen: Sequence[SceneReport], st
     if ledger is not None:
         ledger.remove()
     return outcome, ledger
+
+
+def _check_margin(params: MosaicParams, grid: Grid, passes: Sequence[Pass], side: int) -> None:
+    """Refuse, before reading, a dilation or shadow reach whose mask windows the budget
+    cannot hold (the margin read around every block)."""
+    rule = MaskRule.from_params(params)
+    pixel_m = pixel_size_m(grid)
+    reach = max((rule.reach_px(s, pixel_m) for p in passes for _, s in p.scenes), default=0)
+    what = "The cloud mask dilation" + (" with the projected shadows" if reach else "")
+    budget.check_margin(rule.radius_px(pixel_m) + 1 + reach, side, params.memory_mb,
+                        params.max_workers, what)
 
 
 def _wanted(report: SceneReport, params: MosaicParams) -> bool:
@@ -370,7 +387,7 @@ def _polygon_wgs84(grid: Grid) -> Polygon:
 
 
 def _run(running: Running, tasks: Iterable[BlockTask], options: Dict[str, object],
-         progress: Progress, ledger: Optional[Ledger]
+         progress: Progress, ledger: Optional[Ledger], in_flight: int = BLOCKS_IN_FLIGHT
          ) -> Iterator[Tuple[BlockTask, BlockResult, bool]]:
     """(task, result, from the ledger) per block, in block order, at most `in_flight` tasks
     submitted at once (bounded memory). A block that kills its worker (out of memory) is
@@ -378,10 +395,10 @@ def _run(running: Running, tasks: Iterable[BlockTask], options: Dict[str, object
     error what is pending is cancelled, and nothing waits for a stalled read."""
     own = running.executor is None
     pool = running.executor or ThreadPoolExecutor(
-        max_workers=BLOCKS_IN_FLIGHT, thread_name_prefix="clearsky-block",
+        max_workers=in_flight, thread_name_prefix="clearsky-block",
         initializer=io.init_worker, initargs=(options,),
     )
-    window = running.in_flight or BLOCKS_IN_FLIGHT
+    window = running.in_flight if running.executor is not None else in_flight
     pending: Deque[Tuple[BlockTask, Optional[Future], int, Optional[BlockResult]]] = deque()
     queue = iter(tasks)
     finished = False

@@ -348,6 +348,13 @@ OPTIONS: Tuple[Option, ...] = (
            "Refused likewise when the output files would hold more than this many GiB "
            "before compression (all periods together); 0 = no limit.", 0, 1000000,
            advanced=True),
+    Option("memory_mb", "MEMORY_MB", "Memory budget (MB)", INTEGER, 1024,
+           "Memory for the run's pixels: the block size, the blocks in flight, the AOI cloud "
+           "check's chunks and the cache of decoded source tiles are derived from it, so a "
+           "larger AOI or more passes take longer, not more memory. A read it cannot serve "
+           "(a dilation or shadow reach wider than a block allows, a file claiming absurd "
+           "tiles) is refused with a message before anything is allocated.", 128, 1048576,
+           advanced=True),
     Option("executor", "EXECUTOR", "Run blocks on (empty: this machine)", TEXT, "",
            "Where the blocks are computed: empty = this machine's threads; tcp://host:port = "
            "a running Dask scheduler whose workers have Clearsky's engine installed; "

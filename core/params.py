@@ -50,7 +50,8 @@ class SearchParams:
     dilation: int = default("dilation")  # in 20 m SCL pixels
     cloud_mask: CloudMask = default("cloud_mask")
     cloud_prob: float = default("cloud_prob")  # %, for the probability layers
-    max_workers: int = 8  # concurrent range reads
+    memory_mb: int = default("memory_mb")  # the run's memory budget (core.budget)
+    max_workers: int = 16  # simultaneous HTTP requests of the whole run (every stage)
     # Sent with every STAC request (a QGIS auth configuration's headers); never written.
     catalog_headers: Dict[str, str] = field(default_factory=dict, repr=False)
     # The QGIS proxy ("http://[user:password@]host:port", "" = none; credentials only in

@@ -19,11 +19,11 @@ from .scene import BAND_RESOLUTION, SCL, Scene
 
 
 def band_resampling(band: str, pixel_m: float) -> Resampling:
-    """Reflectance resampling of one band by its own native pixel size: average when the
+    """Reflectance resampling of one band read at its native pixel size: average when the
     output is coarser than 1.5x it (a 10 m band on a 30 m output), else bilinear (a 20 m
-    band on a 10 m output is upsampled). The SCL is never read with this: always nearest."""
-    native = BAND_RESOLUTION[band]
-    return Resampling.average if pixel_m > 1.5 * native else Resampling.bilinear
+    band on a 10 m output is upsampled). The SCL is never read with this: always nearest.
+    Reads decide from the level they actually read (`io.reflectance_resampling`)."""
+    return io.reflectance_resampling(BAND_RESOLUTION[band], pixel_m)
 
 
 def resampling_for(bands: Iterable[str], pixel_m: float) -> Dict[str, Resampling]:
@@ -46,9 +46,9 @@ class SceneReader:
         # Dilation is given in 20 m SCL pixels; apply it in output pixels, reading a margin
         # so clouds just outside the grid still grow into it.
         self.radius = rule.radius_px(pixel_m)
-        # Per band: mixed 10/20/60 m bands each get their own (io.read_to_grid then picks
-        # the overview level from the file's own pixel size).
-        self.resampling = resampling_for(self.bands, pixel_m)
+        # Per band, from the pixel size of the file or overview level actually read (mixed
+        # 10/20/60 m bands each get their own): io.read_to_grid decides (None).
+        self.resampling: Dict[str, Optional[Resampling]] = {b: None for b in self.bands}
 
     def usable(self, scene: Scene, grid: Grid) -> Optional[np.ndarray]:
         """Clear-pixel mask of the scene over the grid from its SCL, or None if no data."""

@@ -18,7 +18,8 @@ def search_scenes(params: SearchParams, progress: Optional[Progress] = None) -> 
     """Every scene the catalog returns, with AOI coverage, AOI cloud % and a verdict."""
     params.validate()
     with io.gdal_env(params.max_workers,
-                     **io.proxy_options(params.proxy, params.no_proxy)):
+                     **io.proxy_options(params.proxy, params.no_proxy)), \
+            io.run_tiles(params.memory_mb, params.max_workers):
         return run_search(params, progress or NullProgress())
 
 

@@ -145,6 +145,7 @@ class ClearskyDialog(BASE, FORM):
             "executor": self.executorEdit, "resume": self.resumeCheck,
             "statistics": self.statisticsEdit, "periods": self.periodsEdit,
             "max_read_gb": self.maxReadSpin, "max_output_gib": self.maxOutputSpin,
+            "memory_mb": self.memorySpin,
         }
         self._setup_widgets()
         self._connect()

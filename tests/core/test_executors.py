@@ -92,14 +92,6 @@ def test_a_worker_with_other_engine_code_is_refused():
     assert "clearsky-engine: here" in str(info.value)
 
 
-def test_block_size_follows_the_worker_memory():
-    assert executors.block_size_for(None, 10, 4, 512) == 512
-    assert executors.block_size_for(64 * 2**30, 10, 4, 512) == 512
-    side = executors.block_size_for(64 * 2**20, 100, 4, 512)
-    assert 64 <= side < 512 and side % 16 == 0
-    assert 4 * (100 * 4 + 8) * side * side <= 64 * 2**20 / 4
-
-
 # --- on a cluster ---------------------------------------------------------------------------
 
 @pytest.mark.parametrize("method", [Method.BEST, Method.MEDIAN, Method.PERCENTILE])

@@ -1,0 +1,78 @@
+"""The run's memory budget (`MEMORY_MB`) split into what each stage may hold.
+
+Memory must follow the budget, not the work: the block side and the blocks in flight
+come from the passes, bands and statistics of the composite, the AOI cloud check reads
+in chunks sized from the scenes it checks at once, and decoded source tiles get a fixed
+share (`io.TILE_SHARE`). A run the budget cannot serve at the smallest block is refused
+with the figure to raise, before a pixel is read.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Optional
+
+from .errors import InvalidParameterError
+
+MB = 1024 * 1024
+BLOCK_SHARE = 0.5  # of the budget for the blocks in flight (tiles 0.25, reads the rest)
+CHECK_SHARE = 0.5  # of the budget for the AOI check's chunks in flight (before any block)
+MIN_SIDE = 16
+SIDE_STEP = 16
+CHECK_BYTES_PER_PIXEL = 24  # SCL, masks, dilation, probability layers of one 20 m pixel
+MIN_CHUNK, MAX_CHUNK = 256, 2048
+STACK_COPIES = 3  # the passes' arrays, np.stack's copy, the percentile's sorted copy
+
+
+@dataclass(frozen=True)
+class Blocks:
+    side: int  # output pixels per block side
+    in_flight: int  # blocks computed at once
+
+
+def stack_bytes_per_pixel(passes: int, bands: int, stacked: bool) -> int:
+    """Bytes one output pixel of a block holds while it is composited."""
+    if not stacked:  # best pixel: the result, the read being merged, masks
+        return 4 * bands * 2 + 16
+    return 4 * max(1, passes) * max(1, bands) * STACK_COPIES + 2 * max(1, passes) + 16
+
+
+def blocks_for(memory_mb: int, passes: int, bands: int, stacked: bool, largest: int = 512,
+               worker_memory: Optional[int] = None, in_flight: int = 2) -> Blocks:
+    """Block side and blocks in flight that keep the blocks within the budget's share
+    (and within a quarter of a Dask worker's memory when the cluster says)."""
+    per_pixel = stack_bytes_per_pixel(passes, bands, stacked)
+    budget = memory_mb * MB * BLOCK_SHARE
+    if worker_memory:
+        budget = min(budget * in_flight, worker_memory / 4 * in_flight)
+    for n in range(max(1, in_flight), 0, -1):
+        side = int(math.sqrt(budget / n / per_pixel)) // SIDE_STEP * SIDE_STEP
+        if side >= MIN_SIDE:
+            return Blocks(min(largest, side), n)
+    need = math.ceil(MIN_SIDE * MIN_SIDE * per_pixel / BLOCK_SHARE / MB)
+    raise InvalidParameterError(
+        f"A memory budget of {memory_mb} MB cannot hold even a {MIN_SIDE} x {MIN_SIDE} pixel "
+        f"block of {passes} pass(es) x {bands} band(s): raise MEMORY_MB to at least {need}, "
+        "or shorten the dates (fewer passes) or choose fewer bands.")
+
+
+def check_chunk(memory_mb: int, scenes_at_once: int, dilation: int = 0) -> int:
+    """Side (20 m SCL pixels) of the AOI check's chunks so that the scenes checked at once
+    stay within its share; the dilation keeps a few extra masks per pixel."""
+    per_pixel = CHECK_BYTES_PER_PIXEL + 2 * max(0, dilation)
+    side = math.sqrt(memory_mb * MB * CHECK_SHARE / max(1, scenes_at_once) / per_pixel)
+    return int(max(MIN_CHUNK, min(MAX_CHUNK, side // SIDE_STEP * SIDE_STEP)))
+
+
+def check_margin(margin_px: int, side: int, memory_mb: int, reads_at_once: int,
+                 what: str) -> None:
+    """Refuse a read margin (dilation plus shadow reach, in output pixels) that makes the
+    windows read at once outgrow the budget: the message names the figures."""
+    window = (side + 2 * margin_px) ** 2 * CHECK_BYTES_PER_PIXEL
+    if window * max(1, reads_at_once) > memory_mb * MB * (1 - BLOCK_SHARE):
+        raise InvalidParameterError(
+            f"{what} reaches {margin_px} pixels around every {side} x {side} block: "
+            f"{reads_at_once} mask windows of {window / MB:.0f} MB each would exceed the "
+            f"memory budget of {memory_mb} MB. Lower DILATION, use a coarser resolution, "
+            "or raise MEMORY_MB.")

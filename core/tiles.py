@@ -1,0 +1,215 @@
+"""Decoded source tiles shared by every read of a run: each COG tile is fetched once.
+
+Neighbouring output blocks need the same source tiles (their windows overlap by the warp
+margin and by the mask dilation), the AOI cloud check reads the very SCL tiles the blocks
+read again, and GDAL's own caches are per dataset handle, that is per thread. So a run
+keeps one `TileCache`: a window read asks it for the tiles under the window; tiles already
+decoded are copied from memory, the missing ones are fetched in runs of adjacent tiles (one
+request per run, GDAL merges consecutive ranges) by the first thread that needs them while
+the others wait for that fetch instead of repeating it. The cache is bounded in bytes
+(least recently used tiles go first) and every fetch holds one of the run's request slots,
+so `max_workers` is the number of simultaneous HTTP requests of the whole run.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from typing import Dict, Hashable, List, Optional, Tuple
+
+import numpy as np
+from rasterio.windows import Window
+
+from .errors import ReadError
+
+TileKey = Tuple[Hashable, int, int, int]  # (dataset key, band, tile row, tile col)
+
+# One decoded tile may not claim more than this (a hostile header can claim a 2^31 x 2^31
+# tile; GDAL would try to allocate it).
+MAX_TILE_BYTES = 64 * 1024 * 1024
+WAIT_S = 120.0  # longest wait for another thread's fetch (its own time-outs end it sooner)
+
+
+class TileCache:
+    """Decoded tiles of the run's source files, bounded by `budget` bytes."""
+
+    def __init__(self, budget: int, requests: int = 16, max_read: Optional[int] = None
+                 ) -> None:
+        self.budget = max(0, int(budget))
+        self.max_read = max_read  # the most bytes one window read may allocate
+        self.requests = threading.BoundedSemaphore(max(1, int(requests)))
+        self._tiles: OrderedDict[TileKey, np.ndarray] = OrderedDict()
+        self._fetching: Dict[TileKey, threading.Event] = {}
+        self._bytes = 0
+        self._lock = threading.Lock()
+        self.fetched = 0  # tiles decoded from fetched bytes
+        self.hits = 0  # tiles served from memory
+        self.peak_bytes = 0
+
+    # --- public -------------------------------------------------------------------------
+
+    def read(self, ds, key: Hashable, band: int, window: Window,
+             limit: Optional[int] = None) -> np.ndarray:
+        """`ds.read(band, window=window)` (the window lies inside the raster) from tiles.
+
+        `limit`: the most bytes the window may take (ReadError before allocating)."""
+        th, tw = _tile_shape(ds, band)
+        dtype = np.dtype(ds.dtypes[band - 1])
+        h, w = int(window.height), int(window.width)
+        r0, c0 = int(window.row_off), int(window.col_off)
+        if limit is not None:
+            check_window(h, w, dtype, limit)
+        rows = range(r0 // th, (r0 + h - 1) // th + 1)
+        cols = range(c0 // tw, (c0 + w - 1) // tw + 1)
+        keys = [(key, band, r, c) for r in rows for c in cols]
+        got, mine, others = self._claim(keys)
+        try:
+            got.update(self._fetch(ds, band, mine, (th, tw)))
+        finally:
+            self._release(mine)
+        for k in others:
+            tile = self._await(k)
+            got[k] = tile if tile is not None else self._fetch_one(ds, band, k, (th, tw))
+        out = np.empty((h, w), dtype)
+        for (_, _, r, c), tile in ((k, got[k]) for k in keys):
+            y0, x0 = r * th, c * tw
+            ys, xs = max(y0, r0), max(x0, c0)
+            ye, xe = min(y0 + tile.shape[0], r0 + h), min(x0 + tile.shape[1], c0 + w)
+            out[ys - r0:ye - r0, xs - c0:xe - c0] = tile[ys - y0:ye - y0, xs - x0:xe - x0]
+        return out
+
+    def stats(self) -> Dict[str, int]:
+        with self._lock:
+            return {"fetched": self.fetched, "hits": self.hits, "bytes": self._bytes,
+                    "peak_bytes": self.peak_bytes, "tiles": len(self._tiles)}
+
+    def clear(self) -> None:
+        with self._lock:
+            self._tiles.clear()
+            self._bytes = 0
+
+    def forget_path(self, path: str) -> None:
+        """Drop the tiles of one file, every level (before a retry of a failed read)."""
+        with self._lock:
+            for k in [k for k in self._tiles if _path_of(k[0]) == path]:
+                self._bytes -= self._tiles.pop(k).nbytes
+
+    # --- claiming and fetching ------------------------------------------------------------
+
+    def _claim(self, keys: List[TileKey]):
+        got: Dict[TileKey, np.ndarray] = {}
+        mine: List[TileKey] = []
+        others: List[TileKey] = []
+        with self._lock:
+            for k in keys:
+                tile = self._tiles.get(k)
+                if tile is not None:
+                    self._tiles.move_to_end(k)
+                    got[k] = tile
+                    self.hits += 1
+                elif k in self._fetching:
+                    others.append(k)
+                else:
+                    self._fetching[k] = threading.Event()
+                    mine.append(k)
+        return got, mine, others
+
+    def _release(self, keys: List[TileKey]) -> None:
+        with self._lock:
+            for k in keys:
+                event = self._fetching.pop(k, None)
+                if event is not None:
+                    event.set()
+
+    def _await(self, k: TileKey) -> Optional[np.ndarray]:
+        with self._lock:
+            event = self._fetching.get(k)
+        if event is not None and not event.wait(WAIT_S):
+            return None
+        with self._lock:
+            tile = self._tiles.get(k)
+            if tile is not None:
+                self.hits += 1
+            return tile
+
+    def _fetch(self, ds, band: int, keys: List[TileKey], shape: Tuple[int, int]
+               ) -> Dict[TileKey, np.ndarray]:
+        """Fetch `keys` in runs of adjacent tiles along rows: one read (request) per run."""
+        out: Dict[TileKey, np.ndarray] = {}
+        by_row: Dict[int, List[int]] = {}
+        for _, _, r, c in keys:
+            by_row.setdefault(r, []).append(c)
+        for r, cs in sorted(by_row.items()):
+            for start, end in _runs(sorted(cs)):
+                out.update(self._fetch_run(ds, band, keys[0][0], r, start, end, shape))
+        return out
+
+    def _fetch_one(self, ds, band: int, k: TileKey, shape: Tuple[int, int]) -> np.ndarray:
+        return self._fetch_run(ds, band, k[0], k[2], k[3], k[3], shape)[k]
+
+    def _fetch_run(self, ds, band: int, key: Hashable, row: int, c0: int, c1: int,
+                   shape: Tuple[int, int]) -> Dict[TileKey, np.ndarray]:
+        th, tw = shape
+        y, x = row * th, c0 * tw
+        h, w = min(th, ds.height - y), min((c1 + 1) * tw, ds.width) - x
+        with self.requests:
+            data = ds.read(band, window=Window(x, y, w, h))
+        tiles = {(key, band, row, c): np.ascontiguousarray(data[:, (c - c0) * tw:
+                                                              (c - c0 + 1) * tw])
+                 for c in range(c0, c1 + 1)}
+        with self._lock:
+            self.fetched += len(tiles)
+            for k, tile in tiles.items():
+                if tile.nbytes > self.budget:
+                    continue
+                old = self._tiles.pop(k, None)
+                if old is not None:
+                    self._bytes -= old.nbytes
+                self._tiles[k] = tile
+                self._bytes += tile.nbytes
+            while self._bytes > self.budget and self._tiles:
+                _, old = self._tiles.popitem(last=False)
+                self._bytes -= old.nbytes
+            self.peak_bytes = max(self.peak_bytes, self._bytes)
+        return tiles
+
+
+def size_text(n: float) -> str:
+    return f"{n / 2**20:.1f} MB" if n < 10 * 2**20 else f"{n / 2**20:.0f} MB"
+
+
+def check_window(height: int, width: int, dtype, limit: int) -> None:
+    """ReadError before allocating a window of more than `limit` bytes, with the figures."""
+    size = int(height) * int(width) * np.dtype(dtype).itemsize
+    if size > limit:
+        raise ReadError(
+            f"A read of {width} x {height} pixels ({size_text(size)}) exceeds the "
+            f"{size_text(limit)} one read may take under the memory budget: raise MEMORY_MB, "
+            "or use a coarser resolution or a smaller AOI.")
+
+
+def _runs(cols: List[int]) -> List[Tuple[int, int]]:
+    """(first, last) of each run of consecutive numbers in sorted `cols`."""
+    runs: List[Tuple[int, int]] = []
+    for c in cols:
+        if runs and c == runs[-1][1] + 1:
+            runs[-1] = (runs[-1][0], c)
+        else:
+            runs.append((c, c))
+    return runs
+
+
+def _path_of(key: Hashable) -> object:
+    return key[0] if isinstance(key, tuple) and key else key
+
+
+def _tile_shape(ds, band: int) -> Tuple[int, int]:
+    """The file's (tile height, tile width), refused when one tile claims absurd memory."""
+    th, tw = (int(v) for v in ds.block_shapes[band - 1])
+    itemsize = np.dtype(ds.dtypes[band - 1]).itemsize
+    if th < 1 or tw < 1 or th * tw * itemsize > MAX_TILE_BYTES:
+        raise ReadError(
+            f"{ds.name}: its header claims {tw} x {th} pixel tiles "
+            f"({size_text(th * tw * itemsize)} each), more than the "
+            f"{size_text(MAX_TILE_BYTES)} a tile may take; not a usable COG.")
+    return th, tw

@@ -1,0 +1,255 @@
+"""The read engine: tiles fetched once, no warp on the source lattice, memory by budget."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+from concurrent.futures import ThreadPoolExecutor
+from datetime import date
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+from affine import Affine
+from rasterio.enums import Resampling
+from rasterio.warp import reproject
+
+from clearsky.core import budget, io
+from clearsky.core.api import Aoi, MosaicParams, build_mosaic
+from clearsky.core.errors import InvalidParameterError, ReadError
+from clearsky.core.grid import Grid
+from clearsky.core.tiles import TileCache
+
+CRS = "EPSG:32633"
+ORIGIN = (399960.0, 5800020.0)  # a real Sentinel-2 tile corner
+
+
+def write_tiff(path: Path, data: np.ndarray, res: float, tile: int = 64, nodata=0) -> Path:
+    h, w = data.shape
+    with rasterio.open(path, "w", driver="GTiff", width=w, height=h, count=1,
+                       dtype=data.dtype.name, crs=CRS, nodata=nodata, tiled=True,
+                       blockxsize=tile, blockysize=tile, compress="deflate",
+                       transform=Affine(res, 0, ORIGIN[0], 0, -res, ORIGIN[1])) as ds:
+        ds.write(data, 1)
+    return path
+
+
+def gdal_warp(path: Path, grid: Grid, resampling: Resampling, raw: bool) -> np.ndarray:
+    with rasterio.open(path) as ds:
+        src = ds.read(1)
+        dst = np.zeros(grid.shape, src.dtype)
+        reproject(src, dst, src_transform=ds.transform, src_crs=ds.crs,
+                  src_nodata=None if raw else 0, dst_transform=grid.transform,
+                  dst_crs=grid.crs, dst_nodata=None if raw else 0, resampling=resampling)
+    return dst
+
+
+@pytest.mark.parametrize("k", [1, 2, 3, 6])
+@pytest.mark.parametrize("resampling", [Resampling.nearest, Resampling.average])
+@pytest.mark.parametrize("raw", [False, True])
+def test_a_grid_on_the_source_lattice_is_decimated_as_gdal_warps_it(tmp_path, k, resampling,
+                                                                    raw):
+    rng = np.random.default_rng(k)
+    data = rng.integers(0, 12000, (240, 240)).astype("uint16")
+    data[rng.random(data.shape) < 0.2] = 0  # nodata holes (values 0 % when raw)
+    path = write_tiff(tmp_path / "b.tif", data, 20.0)
+    # 12 source pixels in from the corner, k source pixels per output pixel
+    grid = Grid(CRS, Affine(20.0 * k, 0, ORIGIN[0] + 240, 0, -20.0 * k, ORIGIN[1] - 240),
+                200 // k, 200 // k)
+    ours = io.read_to_grid(str(path), grid, resampling=resampling, use_overviews=False,
+                           allow_local=True, raw=raw)
+    assert io._lattice(rasterio.open(path), grid, rasterio.crs.CRS.from_string(CRS)) == \
+        (12, 12, k)
+    np.testing.assert_array_equal(ours, gdal_warp(path, grid, resampling, raw))
+
+
+def test_reflectance_resampling_follows_the_level_read():
+    assert io.reflectance_resampling(20.0, 30.0) is Resampling.bilinear  # 1.5x: interpolate
+    assert io.reflectance_resampling(10.0, 30.0) is Resampling.average
+    assert io.reflectance_resampling(20.0, 10.0) is Resampling.bilinear
+
+
+def test_tiles_are_decoded_once_and_shared_by_threads(tmp_path):
+    data = np.arange(256 * 256, dtype="uint16").reshape(256, 256) % 5000 + 1
+    path = write_tiff(tmp_path / "t.tif", data, 10.0, tile=64)
+    tiles = TileCache(64 * 2**20, requests=4)
+    windows = [(r, c) for r in range(0, 200, 25) for c in range(0, 200, 25)]
+
+    def read(rc):
+        r, c = rc
+        with rasterio.open(path) as ds:
+            return tiles.read(ds, str(path), 1, rasterio.windows.Window(c, r, 56, 56))
+
+    with ThreadPoolExecutor(8) as pool:
+        got = list(pool.map(read, windows))
+    for (r, c), part in zip(windows, got):
+        np.testing.assert_array_equal(part, data[r:r + 56, c:c + 56])
+    # the windows need the 16 tiles of the file: each decoded once, all other uses hits
+    assert tiles.stats()["fetched"] == 16
+
+
+def test_a_header_claiming_huge_tiles_is_refused_before_allocating(tmp_path):
+    path = write_tiff(tmp_path / "h.tif", np.ones((64, 64), "uint16"), 10.0, tile=16)
+    raw = bytearray(path.read_bytes())
+    # the IFD entries TileWidth (322) and TileLength (323): claim 32768 x 32768 (2 GiB tiles)
+    for tag in (322, 323):
+        at = _ifd_entry(raw, tag)
+        raw[at + 2:at + 4] = (3).to_bytes(2, "little")  # SHORT
+        raw[at + 8:at + 12] = (32768).to_bytes(2, "little") + b"\0\0"
+    path.write_bytes(bytes(raw))
+    tiles = TileCache(64 * 2**20)
+    with io.thread_tiles(tiles), pytest.raises(ReadError, match="claims 32768 x 32768"):
+        io.read_native_window(str(path), (ORIGIN[0], ORIGIN[1] - 640, ORIGIN[0] + 640,
+                                          ORIGIN[1]), CRS, allow_local=True)
+
+
+def _ifd_entry(raw: bytearray, tag: int) -> int:
+    assert raw[:2] == b"II"
+    ifd = int.from_bytes(raw[4:8], "little")
+    for i in range(int.from_bytes(raw[ifd:ifd + 2], "little")):
+        at = ifd + 2 + 12 * i
+        if int.from_bytes(raw[at:at + 2], "little") == tag:
+            return at
+    raise AssertionError(f"tag {tag} not found")
+
+
+def test_a_window_over_the_budget_is_refused_with_the_figures(tmp_path):
+    path = write_tiff(tmp_path / "w.tif", np.ones((512, 512), "uint16"), 10.0)
+    expected = (r"512 x 512 pixels \(0.5 MB\) exceeds the 0.1 MB one read may take under "
+                "the memory budget: raise MEMORY_MB")
+    with io.thread_tiles(TileCache(2**20, max_read=100_000)), \
+            pytest.raises(ReadError, match=expected):
+        io.read_native_window(str(path), (ORIGIN[0], ORIGIN[1] - 5120, ORIGIN[0] + 5120,
+                                          ORIGIN[1]), CRS, allow_local=True)
+
+
+# --- the budget -----------------------------------------------------------------------------
+
+def test_the_same_check_in_one_window_would_exceed_it(big_scl):
+    """The measurement can fail: the whole file as one chunk grows the process by more
+    than that budget (given a budget large enough to let the window through at all), and
+    the 256 MB budget refuses such a window before allocating it."""
+    x0, y1 = ORIGIN
+    bounds = json.dumps([x0 + 1, y1 - SIDE * 20 + 1, x0 + SIDE * 20 - 1, y1 - 1])
+    out = subprocess.run([sys.executable, "-c", AOI_CHECK_RSS, str(big_scl), CRS, bounds,
+                          "4096", str(SIDE)], capture_output=True, text=True, timeout=300,
+                         check=True)
+    got = json.loads(out.stdout.strip().splitlines()[-1])
+    assert got["grew_mb"] > 256, got
+    refused = subprocess.run([sys.executable, "-c", AOI_CHECK_RSS, str(big_scl), CRS, bounds,
+                              "256", str(SIDE)], capture_output=True, text=True, timeout=300)
+    assert refused.returncode != 0
+    assert "exceeds the 64 MB one read may take under the memory budget" in refused.stderr
+
+
+@pytest.mark.parametrize("passes", [1, 40, 1000, 10000])
+def test_blocks_hold_the_budget_whatever_the_passes(passes):
+    sized = budget.blocks_for(1024, passes, 4, stacked=True)
+    held = sized.side ** 2 * budget.stack_bytes_per_pixel(passes, 4, True) * sized.in_flight
+    assert held <= 1024 * 2**20 * budget.BLOCK_SHARE
+    assert sized.side >= budget.MIN_SIDE
+
+
+def test_a_budget_too_small_for_the_passes_names_the_figure_to_raise():
+    with pytest.raises(InvalidParameterError, match=r"raise MEMORY_MB to at least \d+"):
+        budget.blocks_for(128, 200_000, 12, stacked=True)
+
+
+def test_a_dilation_wider_than_the_budget_allows_is_refused():
+    with pytest.raises(InvalidParameterError, match="Lower DILATION.*or raise MEMORY_MB"):
+        budget.check_margin(2000, 512, 1024, 16, "The cloud mask dilation")
+    budget.check_margin(101, 512, 1024, 16, "The cloud mask dilation")  # DILATION 50 at 10 m
+
+
+# --- against the served archive -------------------------------------------------------------
+
+def test_a_run_fetches_no_byte_twice(world, served, assets, tmp_path):
+    """The AOI check and the blocks of a median over the whole region (many 128 px blocks
+    sharing source tiles and SCL): the server log's ranges do not overlap per file, and
+    the header is fetched without a HEAD request per file."""
+    assets.clear_log()
+    build_mosaic(MosaicParams(
+        aoi=Aoi(world.region.buffer(-0.01), "EPSG:4326"), start=date(2024, 6, 1),
+        end=date(2024, 6, 30), catalog_url=served.stac_url, output=tmp_path / "m.tif",
+        max_aoi_cloud=100.0, block_size=128, method="median"))
+    by_file: dict = {}
+    for r in assets.requests():
+        if r["path"].endswith(".tif") and r.get("range"):
+            start, end = (int(v) for v in r["range"].split("=")[1].split("-"))
+            by_file.setdefault(r["path"], []).append((start, end))
+    assert len(by_file) > 40
+    twice = {}
+    for path, spans in by_file.items():
+        spans.sort()
+        overlap = sum(max(0, min(e0, e1) - s1 + 1)
+                      for (s0, e0), (s1, e1) in zip(spans, spans[1:]))
+        if overlap:
+            twice[path] = spans
+    assert twice == {}
+
+
+AOI_CHECK_RSS = textwrap.dedent("""
+    import json, sys
+    from datetime import datetime, timezone
+    from shapely.geometry import box
+    from clearsky.core import clouds, io
+    from clearsky.core.aoi import Aoi
+    from clearsky.core.scene import Radiometry, Scene
+    path, crs, bounds = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
+    scene = Scene("big", "test", datetime(2024, 6, 1, tzinfo=timezone.utc), "sentinel-2a",
+                  "33UUU", crs, box(0, 0, 1, 1), {"scl": path}, Radiometry())
+    rule = clouds.MaskRule(frozenset({0, 3, 8, 9, 10}), 2)
+    def peak_kb():  # VmHWM: this process's peak (ru_maxrss keeps the parent's across exec)
+        with open("/proc/self/status") as f:
+            return next(int(line.split()[1]) for line in f if line.startswith("VmHWM"))
+    before = peak_kb()
+    with io.gdal_env(2), io.run_tiles(int(sys.argv[4]), 2):
+        io.init_worker()
+        cov, cloud, n = clouds.aoi_scl_stats(scene, Aoi(box(*bounds), crs), rule.invalid,
+                                             allow_local=True, rule=rule,
+                                             chunk=int(sys.argv[5]))
+    after = peak_kb()
+    print(json.dumps({"coverage": cov, "cloud": cloud, "pixels": n,
+                      "before_mb": before / 1024, "grew_mb": (after - before) / 1024}))
+""")
+
+SIDE = 12288  # 20 m SCL pixels: a 246 km square (150 MB of SCL, 600 MB of masks at once)
+
+
+@pytest.fixture(scope="module")
+def big_scl(tmp_path_factory) -> Path:
+    """An SCL COG over a 246 km square: vegetation with a cloud band (class 9) over the
+    rows 1/4..1/2 of the file, written by strips of tiles so the test itself stays small."""
+    path = tmp_path_factory.mktemp("big") / "scl.tif"
+    with rasterio.open(path, "w", driver="GTiff", width=SIDE, height=SIDE, count=1,
+                       dtype="uint8", crs=CRS, nodata=0, tiled=True, blockxsize=512,
+                       blockysize=512, compress="deflate",
+                       transform=Affine(20.0, 0, ORIGIN[0], 0, -20.0, ORIGIN[1])) as ds:
+        for row in range(0, SIDE, 512):
+            strip = np.full((512, SIDE), 4, "uint8")
+            if SIDE // 4 <= row < SIDE // 2:
+                strip[:] = 9
+            ds.write(strip, 1, window=rasterio.windows.Window(0, row, SIDE, 512))
+    return path
+
+
+def test_the_aoi_check_of_a_huge_aoi_stays_within_the_budget(big_scl):
+    """Counted in chunks, a whole-file AOI check holds a few MB, not the 150 MB window
+    and its masks (measured in a subprocess: peak RSS growth during the check)."""
+    x0, y1 = ORIGIN
+    bounds = [x0 + 1, y1 - SIDE * 20 + 1, x0 + SIDE * 20 - 1, y1 - 1]
+    out = subprocess.run(
+        [sys.executable, "-c", AOI_CHECK_RSS, str(big_scl), CRS, json.dumps(bounds), "256",
+         "1024"], capture_output=True, text=True, timeout=300, check=True)
+    got = json.loads(out.stdout.strip().splitlines()[-1])
+    assert got["pixels"] == SIDE * SIDE
+    assert got["coverage"] == pytest.approx(100.0)
+    # a quarter of the rows is cloud, grown by the 2-pixel dilation on both sides
+    assert got["cloud"] == pytest.approx(100.0 * (SIDE // 4 + 4) / SIDE, abs=1e-6)
+    # within the 256 MB budget (tiles <= 64 MB, chunks of 1024^2 pixels, GDAL's caches);
+    # the whole window would be 150 MB of SCL plus its masks
+    print(got)
+    assert got["grew_mb"] < 256, got
