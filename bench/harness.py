@@ -143,7 +143,9 @@ class Run:
     requests: int
     bytes_served: int
     heads: int = 0  # HEAD requests
+    max_heads_per_file: int = 0
     files: int = 0  # distinct files requested
+    peak_in_flight_one_file: int = 0
     peak_in_flight: int = 0  # most requests the range server was answering at one time
     mean_in_flight: float = 0.0  # time-weighted, over the span from first to last request
     workload: str = "aligned"
@@ -184,10 +186,17 @@ def in_flight(entries: Sequence[dict]) -> Tuple[int, float]:
 
 def log_figures(entries: Sequence[dict]) -> dict:
     peak, mean = in_flight(entries)
+    by_file: Dict[str, list] = {}
+    for e in entries:
+        by_file.setdefault(e["path"], []).append(e)
+    heads = [sum(1 for e in es if e["method"] == "HEAD") for es in by_file.values()]
     return {"requests": len(entries), "bytes_served": sum(e["bytes"] for e in entries),
-            "heads": sum(1 for e in entries if e["method"] == "HEAD"),
-            "files": len({e["path"] for e in entries}), "peak_in_flight": peak,
-            "mean_in_flight": round(mean, 2)}
+            "heads": sum(heads), "max_heads_per_file": max(heads, default=0),
+            "files": len(by_file), "peak_in_flight": peak, "mean_in_flight": round(mean, 2),
+            # several requests to one file at once: GDAL fetching the tiles of one read
+            # in parallel (or several threads on one file)
+            "peak_in_flight_one_file": max((in_flight(es)[0] for es in by_file.values()),
+                                           default=0)}
 
 
 def _wait(proc: subprocess.Popen, timeout: float, what: str):
