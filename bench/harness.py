@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import tempfile
@@ -71,6 +72,8 @@ class Workload:
     crs: str = CRS  # the AOI's and the output grid's CRS
     name: str = "aligned"
     side_km: float = 0.0
+    start: str = START
+    end: str = END
     grid: dict = field(default_factory=dict)
     item_ids: List[str] = field(default_factory=list)
     pass_order: List[str] = field(default_factory=list)
@@ -78,7 +81,8 @@ class Workload:
     def spec(self, tool: str, case: str, out: str, **extra) -> dict:
         s = {
             "tool": tool, "case": case, "stac_url": self.stac_url, "collection": COLLECTION,
-            "start": START, "end": END, "aoi": {"bounds": list(self.bounds), "crs": self.crs},
+            "start": self.start, "end": self.end,
+            "aoi": {"bounds": list(self.bounds), "crs": self.crs},
             "bands": list(BANDS), "resolution": 10.0, "threads": self.threads,
             "invalid": list(INVALID), "dilation": 0, "grid": self.grid,
             "item_ids": self.item_ids, "pass_order": self.pass_order, "out": out,
@@ -89,12 +93,13 @@ class Workload:
 
 
 def plan(stac_url: str, side_km: float, threads: int, crs: str = CRS,
-         name: str = "aligned") -> Workload:
+         name: str = "aligned", centre: Tuple[float, float] = (13.52, 52.34),
+         start: str = START, end: str = END) -> Workload:
     """Clearsky's grid, kept scenes and pass order for the AOI (before any timed run)."""
-    bounds = aoi_bounds(side_km, crs=crs)
+    bounds = aoi_bounds(side_km, centre=centre, crs=crs)
     aoi = Aoi(box(*bounds), crs)
     params = MosaicParams(
-        aoi=aoi, start=date.fromisoformat(START), end=date.fromisoformat(END),
+        aoi=aoi, start=date.fromisoformat(start), end=date.fromisoformat(end),
         catalog_url=stac_url, collection=COLLECTION, max_scene_cloud=100.0,
         max_aoi_cloud=100.0, invalid_scl=frozenset(INVALID), dilation=0,
         max_workers=threads, bands=BANDS, target_crs=crs, output=Path("unused.tif"))
@@ -105,7 +110,7 @@ def plan(stac_url: str, side_km: float, threads: int, crs: str = CRS,
     passes = plan_passes(kept, params.start, params.end, params.target_date)
     grid = output_grid(aoi, crs, 10.0)
     return Workload(
-        stac_url, bounds, threads, crs, name, side_km,
+        stac_url, bounds, threads, crs, name, side_km, start, end,
         grid={"crs": grid.crs, "transform": list(grid.transform)[:6], "width": grid.width,
               "height": grid.height},
         item_ids=[r.scene.id for r in kept],
@@ -142,6 +147,8 @@ class Run:
     cpu_seconds: float  # user + system CPU of the job's process (2 shared cores here)
     requests: int
     bytes_served: int
+    unique_bytes: int = 0  # distinct file bytes among those served (re-reads count once)
+    scl_bytes: int = 0  # served for SCL files (the AOI cloud check and the masks)
     heads: int = 0  # HEAD requests
     max_heads_per_file: int = 0
     files: int = 0  # distinct files requested
@@ -184,6 +191,31 @@ def in_flight(entries: Sequence[dict]) -> Tuple[int, float]:
     return peak, (busy / span if span > 0 else float(peak))
 
 
+def unique_bytes(entries: Sequence[dict]) -> int:
+    """Distinct bytes of the files that the answered ranges cover (a range read twice, or
+    two overlapping ranges, count once; a 200 answer counts its whole body)."""
+    spans: Dict[str, list] = {}
+    for e in entries:
+        if e["method"] != "GET" or not e["bytes"]:
+            continue
+        rng = (e.get("range") or "").replace("bytes=", "")
+        first = rng.split(",")[0].split("-")
+        try:
+            a = int(first[0])
+        except ValueError:
+            a = 0  # no range or a suffix range: count the body from 0
+        spans.setdefault(e["path"], []).append((a, a + int(e["bytes"])))
+    total = 0
+    for pieces in spans.values():
+        pieces.sort()
+        end = -1
+        for a, b in pieces:
+            if b > end:
+                total += b - max(a, end)
+                end = b
+    return total
+
+
 def log_figures(entries: Sequence[dict]) -> dict:
     peak, mean = in_flight(entries)
     by_file: Dict[str, list] = {}
@@ -191,6 +223,8 @@ def log_figures(entries: Sequence[dict]) -> dict:
         by_file.setdefault(e["path"], []).append(e)
     heads = [sum(1 for e in es if e["method"] == "HEAD") for es in by_file.values()]
     return {"requests": len(entries), "bytes_served": sum(e["bytes"] for e in entries),
+            "unique_bytes": unique_bytes(entries),
+            "scl_bytes": sum(e["bytes"] for e in entries if e["path"].endswith("/scl.tif")),
             "heads": sum(heads), "max_heads_per_file": max(heads, default=0),
             "files": len(by_file), "peak_in_flight": peak, "mean_in_flight": round(mean, 2),
             # several requests to one file at once: GDAL fetching the tiles of one read
@@ -394,3 +428,66 @@ def patched_engine(patch: Path, workdir: Path) -> Path:
 
 def default_workdir() -> Path:
     return Path(tempfile.mkdtemp(prefix="clearsky-bench-"))
+
+
+# --- many passes: the archive's passes repeated under new dates ---------------------------
+
+PASSES_CENTRE = (13.70, 52.40)  # inside the world, on tile 33UVU alone (no tile overlap)
+_DATES = re.compile(r"(?<![0-9])(20[0-9]{2})-?([01][0-9])-?([0-3][0-9])(?=T)")
+_SHIFT_DAYS = 30  # the archive's passes all lie in June 2024: copies never overlap
+
+
+def _shift_dates(text: str, days: int) -> str:
+    """Every date stamp written before a time ('2024-06-03T..', '20240603T..') moved."""
+    from datetime import timedelta
+
+    def move(m):
+        d = date(int(m.group(1)), int(m.group(2)), int(m.group(3))) + timedelta(days=days)
+        sep = "-" if "-" in m.group(0) else ""
+        return f"{d.year:04d}{sep}{d.month:02d}{sep}{d.day:02d}"
+
+    return _DATES.sub(move, text)
+
+
+def repeated_archive(root: Path, bounds: tuple, copies: int,
+                     assets: Sequence[str] = BANDS + ("scl",)) -> Tuple[Path, int, str]:
+    """An archive root whose catalog holds the items of `root` that meet `bounds` (EPSG:
+    32633, sentinel-2-c1-l2a) `copies` times, copy k with every date k * 30 days later
+    (ids, datetimes, datastrip ids, hrefs), so each copy is a new set of passes.
+
+    Each copy's COGs are hard links to the originals under the new item's path: every
+    pass is read from distinct URLs, so no client cache serves a repeat, and the bytes are
+    real COG bytes; the pixels of copy k are those of copy 0 (the same weather again).
+    Returns (root, items, last date). Reused when already built."""
+    to_wgs = Transformer.from_crs(CRS, "EPSG:4326", always_xy=True)
+    aoi = box(*to_wgs.transform_bounds(*bounds))
+    src = json.loads((Path(root) / "stac" / "items" / f"{COLLECTION}.json").read_text())
+    chosen = [f for f in src["features"] if shape(f["geometry"]).intersects(aoi)]
+    out = REPO / ".build" / "bench-passes" / f"{Path(root).name}-{copies}x{len(chosen)}"
+    manifest = out / "manifest.json"
+    last = max(f["properties"]["datetime"][:10] for f in chosen)
+    last = _shift_dates(last + "T", (copies - 1) * _SHIFT_DAYS)[:10]
+    if manifest.exists():
+        return out, json.loads(manifest.read_text())["items"], last
+    tmp = out.with_name(out.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    (tmp / "stac" / "items").mkdir(parents=True)
+    shutil.copytree(Path(root) / "stac" / "collections", tmp / "stac" / "collections")
+    features = []
+    for k in range(copies):
+        for f in chosen:
+            keep = {a: v for a, v in f["assets"].items() if a in assets}
+            g = json.loads(_shift_dates(json.dumps(dict(f, assets=keep)), k * _SHIFT_DAYS))
+            for a in keep:
+                rel = f["assets"][a]["href"].split("/data/", 1)[1]
+                new = g["assets"][a]["href"].split("/data/", 1)[1]
+                dst = tmp / "data" / new
+                dst.parent.mkdir(parents=True, exist_ok=True)
+                os.link(Path(root) / "data" / rel, dst)
+            features.append(g)
+    (tmp / "stac" / "items" / f"{COLLECTION}.json").write_text(json.dumps(
+        {"type": "FeatureCollection", "features": features}))
+    (tmp / "manifest.json").write_text(json.dumps({"items": len(features), "copies": copies}))
+    shutil.rmtree(out, ignore_errors=True)
+    os.replace(tmp, out)
+    return out, len(features), last
