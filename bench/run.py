@@ -40,7 +40,7 @@ from harness import BANDS, COLLECTION, CRS, WORKLOADS, Run, Workload
 
 RESULTS = Path(__file__).resolve().parent / "results"
 REPO = Path(__file__).resolve().parents[1]
-DEFAULT_CASES = "median,best,chunks,scaling"
+DEFAULT_CASES = "median,best,chunks,scaling,passes"
 # The warped AOI is smaller than the aligned one: today's engine warps at about 5x the
 # aligned CPU per pixel (and odc-stac at 2.5x), and a full run must stay near 15 minutes
 # on 2 cores. Scaling runs the x1..x64 ladder up to the aligned AOI side.
@@ -411,6 +411,15 @@ def targets(summary: List[dict]) -> str:
                 f"{_m3(odc['peak_in_flight'], '{:.0f}')} for N={cs['concurrency']}",
                 cs["peak_in_flight"]["max"] <= cs["concurrency"]
                 and odc["peak_in_flight"]["max"] <= odc["concurrency"])
+    sweep = [s for s in summary if s["case"] == "chunks"]
+    cs = _find(summary, "median", "aligned", "clearsky")
+    pick = next((s for s in sweep if "lowest RSS" in s["note"]), None)
+    if cs and pick:
+        rss = cs["peak_rss_mb"]["median"] / pick["peak_rss_mb"]["median"]
+        add("median: peak RSS ≤0.5x odc-stac at its chunk pick", "aligned",
+            f"{cs['peak_rss_mb']['median']:.0f} vs {pick['peak_rss_mb']['median']:.0f} MB "
+            f"(chunk {pick['chunk']}, the lowest RSS within 10 % of its fastest) = {rss:.2f}x",
+            rss <= 0.5)
     rows = sorted([s for s in summary if s["case"].startswith("scaling")],
                   key=lambda s: s["aoi_km"])
     if len(rows) >= 2:
@@ -618,8 +627,11 @@ def main(argv=None) -> int:
         ctx = Context(root, served, workdir, bench_python, args.rounds, args.chunk, qgis,
                       workers_param, args.profile, args.out, variants, args.keep,
                       args.qgis_venv_api)
+        planned = set(workloads) if {"median", "best"} & set(cases) else set()
+        if {"chunks", "cloudcheck"} & set(cases):
+            planned.add("aligned")
         plans = {wl: harness.plan(served.stac_url, sides_km[wl], args.concurrency,
-                                  WORKLOADS[wl], wl) for wl in workloads}
+                                  WORKLOADS[wl], wl) for wl in sorted(planned)}
         for wl, w in plans.items():
             items.append(f"{wl} {len(w.item_ids)}/{len(w.pass_order)}")
         for case in ("median", "best"):
@@ -628,10 +640,8 @@ def main(argv=None) -> int:
                     print(f"{case} {wl} ({sides_km[wl]:g} km)", flush=True)
                     runs += mosaic_case(ctx, case, plans[wl])
         if "chunks" in cases:
-            aligned = plans.get("aligned") or harness.plan(served.stac_url, aoi_km,
-                                                           args.concurrency)
             print("odc-stac chunk sizes", flush=True)
-            runs += chunk_case(ctx, aligned, chunks)
+            runs += chunk_case(ctx, plans["aligned"], chunks)
         if "scaling" in cases:
             sides = [float(v) for v in (args.scaling_sides or preset["scaling"]).split(",")
                      if v]
@@ -643,9 +653,8 @@ def main(argv=None) -> int:
             runs += passes_case(ctx, ServedArchive, copies, args.passes_aoi_km,
                                 args.concurrency, args.delay_ms, args.passes_rounds)
         if "cloudcheck" in cases:
-            aligned = plans.get("aligned") or harness.plan(served.stac_url, aoi_km,
-                                                           args.concurrency)
-            runs += cloud_case(ctx, aligned)
+            print("AOI cloud check", flush=True)
+            runs += cloud_case(ctx, plans["aligned"])
     if not args.keep:
         shutil.rmtree(workdir, ignore_errors=True)
     info["items"] = ", ".join(items)
