@@ -1,7 +1,7 @@
 """`make bench`: Clearsky against odc-stac on the same served archive, in the same run.
 
     .venv/bin/python bench/run.py            # the full benchmark (~15 min on 2 cores)
-    .venv/bin/python bench/run.py --quick    # smoke: small AOIs, same cases (~4 min)
+    .venv/bin/python bench/run.py --quick    # smoke: small AOIs, same cases (~7 min)
 
 Every tool gets the same number N (--concurrency, default 16) of simultaneous HTTP
 requests; the range server's log says how many each one really had in flight. Each case
@@ -657,7 +657,7 @@ def main(argv=None) -> int:
             runs += cloud_case(ctx, plans["aligned"])
     if not args.keep:
         shutil.rmtree(workdir, ignore_errors=True)
-    info["items"] = ", ".join(items)
+    info["items"] = ", ".join(items) or "-"
     info["load_after"] = os.getloadavg()[0]
     info["elapsed_min"] = (time.perf_counter() - started) / 60
     rows = [r.row() for r in runs]
