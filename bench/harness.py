@@ -32,7 +32,11 @@ from shapely.geometry import box, mapping, shape
 
 from clearsky.core.api import Aoi, MosaicParams, SearchParams, search_scenes
 from clearsky.core.grid import output_grid
-from clearsky.core.io import gdal_options
+
+try:  # the design's name for the GDAL module (core/gdalio/); today it is core/io.py
+    from clearsky.core.gdalio import gdal_options
+except ImportError:
+    from clearsky.core.io import gdal_options
 from clearsky.core.plan import plan_passes
 
 HERE = Path(__file__).resolve().parent

@@ -498,9 +498,12 @@ LEFT_OUT = """\
   of `pc`, `earth-search`, `hls`, `mcd43a4` (`"unknown endpoint "http://127.0.0.1:..."`),
   each a STAC URL compiled into the extension (https://earth-search.aws.element84.com/v1,
   the Planetary Computer API), with no environment variable or argument to point it
-  elsewhere. Reaching the loopback servers would need intercepting TLS for those
-  third-party host names; not done. It is therefore not pinned in bench/requirements.txt
-  and not in the tables.
+  elsewhere (the extension reads only SPX_MERGE_GAP, SPX_FULL_PREF, AWS_REGION and
+  PROJ/CA variables); with `endpoint="earth-search"` it goes straight to that host. Its
+  `disk_cache` of search results has an undocumented format. Reaching the loopback
+  servers would need intercepting TLS for a third-party host name or forging its cache;
+  neither done. It is therefore not pinned in bench/requirements.txt and not in the
+  tables: the "faster than a compiled best-pixel tool" target is unmeasured.
 - **Many passes** (`passes` case): the archive has 10 passes (June 2024) over the small
   AOI (one tile, 33UVU); the case repeats them `--passes-copies` times (100 = 1,000
   passes, 10 in `--quick`), copy k dated k x 30 days later, each copy's COGs hard links
@@ -584,10 +587,16 @@ def main(argv=None) -> int:
     ap.add_argument("--profile", action="store_true", help="pyinstrument text per job")
     ap.add_argument("--keep", action="store_true", help="keep the jobs' outputs (temp dir)")
     ap.add_argument("--out", type=Path, default=RESULTS)
+    ap.add_argument("--render", action="store_true",
+                    help="only rewrite results.md from results.json (after a text change)")
     ap.add_argument("--core-patch", type=Path, action="append", default=[],
                     help="also time Clearsky with this core/ diff applied (repeatable; "
                          "a name joining files with '+' applies them together)")
     args = ap.parse_args(argv)
+    if args.render:
+        saved = json.loads((args.out / "results.json").read_text())
+        (args.out / "results.md").write_text(markdown(saved["machine"], saved["summary"]))
+        return 0
     preset = QUICK if args.quick else FULL
     aoi_km = args.aoi_km or preset["aoi_km"]
     sides_km = {"aligned": aoi_km, "warped": args.warped_aoi_km or preset["warped_aoi_km"]}
