@@ -447,8 +447,8 @@ NOTES = """\
 - **Clearsky, Python API**: `MosaicParams.max_workers = N` (and the GDAL options of
   `gdal_options(N)`, given to both tools). In today's engine this sizes the two read pools
   (N pass threads and N band threads) inside each of `BLOCKS_IN_FLIGHT` block threads, so
-  it *bounds* but does not *equal* the requests in flight; the engine rewrite makes it the
-  one run-wide limit. The measured column is the check.
+  it *bounds* but does not *equal* the requests in flight; the engine rewrite under way is
+  to make it the one run-wide limit. The measured column is the check.
 - **Clearsky, qgis_process**: the same engine through `clearsky:buildmosaic`. When the
   algorithm has no concurrency parameter (today), it runs at the engine's default
   `max_workers` (the "N given" column says which); the harness passes N as soon as a
@@ -491,7 +491,7 @@ NOTES = """\
 """
 
 LEFT_OUT = """\
-### Left out, and why
+### Left out, and limits
 
 - **bestpixel 0.3.0 (PyPI, Rust)**: installed and inspected (`build_composite(bbox,
   datetime, ..., endpoint=...)`), but it cannot read our archive: `endpoint` must be one
