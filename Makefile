@@ -3,7 +3,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 export QT_QPA_PLATFORM ?= offscreen
 
-.PHONY: setup test demo lint types package bench clean screenshots
+.PHONY: setup test demo lint types package bench bench-quick clean screenshots
 
 setup:
 	@bash scripts/setup.sh
@@ -29,6 +29,9 @@ package: setup
 
 bench: setup
 	$(PY) bench/run.py
+
+bench-quick: setup
+	$(PY) bench/run.py --quick
 
 screenshots: setup
 	$(PY) scripts/screenshots.py

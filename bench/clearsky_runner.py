@@ -11,7 +11,11 @@ from shapely.geometry import box
 
 from clearsky.core import catalog, clouds
 from clearsky.core.api import Aoi, MosaicParams, NullProgress, SearchParams, build_mosaic
-from clearsky.core.io import gdal_env
+
+try:  # the design's name for the GDAL module (core/gdalio/); today it is core/io.py
+    from clearsky.core.gdalio import gdal_env
+except ImportError:
+    from clearsky.core.io import gdal_env
 
 
 def _aoi(spec: dict) -> Aoi:
