@@ -34,7 +34,8 @@ def bench(tmp_path_factory):
     root = cached_archive(World(extent_km=SMOKE_EXTENT_KM, seed=2024), 512)
     with ServedArchive(root) as served:
         work = harness.plan(served.stac_url, SMOKE_AOI_KM, threads=4)
-        ctx = Context(root, served, tmp_path_factory.mktemp("bench"), python, profile=False)
+        ctx = Context(root, served, tmp_path_factory.mktemp("bench"), python, rounds=1,
+                      chunk=2048, qgis=False, keep=True)
         yield ctx, work
 
 
@@ -56,7 +57,7 @@ def test_bench_venv_is_isolated_and_pinned():
 @pytest.mark.parametrize("case", ["median", "best"])
 def test_clearsky_and_odc_stac_agree(bench, case):
     ctx, work = bench
-    runs = mosaic_case(ctx, case, work, SMOKE_AOI_KM, reference=False)
+    runs = mosaic_case(ctx, case, work)
     by_tool = {r.tool: r for r in runs}
     clearsky, odc = by_tool["clearsky"], by_tool["odc"]
     assert clearsky.agreement >= 0.99, clearsky.note
@@ -74,7 +75,7 @@ def test_clearsky_and_odc_stac_agree(bench, case):
 
 def test_cloud_check_agrees(bench):
     ctx, work = bench
-    runs = cloud_case(ctx, work, SMOKE_AOI_KM, n=20)
+    runs = cloud_case(ctx, work, n=20)
     clearsky = next(r for r in runs if r.tool == "clearsky")
     assert clearsky.result["scenes"] == 20
     assert clearsky.agreement == 1.0, clearsky.note
