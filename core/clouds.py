@@ -17,7 +17,7 @@ from shapely.geometry import box
 
 from . import budget, shadows
 from .aoi import Aoi
-from .errors import CancelledError
+from .errors import CancelledError, ReadError
 from .grid import Grid, geometry_mask, pixel_size_m, reproject_geometry
 from .io import current_options, init_worker, native_grid, read_native_window, read_to_grid
 from .options import DEFAULT_INVALID_SCL, CloudMask, default
@@ -311,6 +311,9 @@ def _count_chunks(href: str, scene: Scene, geom, native: Grid, rule: MaskRule, c
             if got is None:
                 continue
             scl, transform, crs = got
+            if scl.shape != (part.height + 2 * margin, part.width + 2 * margin):
+                raise ReadError(f"{href}: the SCL window of a chunk is not on the file's own "
+                                "pixel grid")
             wide = Grid(crs, transform, scl.shape[1], scl.shape[0])
             if rule.kind is CloudMask.SCL:
                 bad = no_nodata.unusable(scl, rule.dilation)

@@ -91,7 +91,9 @@ def gdal_options(max_workers: int = 8, **overrides) -> Dict[str, object]:
         # No per-handle VSI_CACHE: /vsicurl/ keeps one process-wide cache of fetched ranges,
         # and a per-handle cache would multiply memory by the many handles kept open.
         "VSI_CACHE": "FALSE",
-        "CPL_VSIL_CURL_CACHE_SIZE": str(min(256, 16 * workers) * 1024 * 1024),
+        # The run's tile cache keeps decoded tiles; this one only needs headers and the
+        # chunks shared by neighbouring tiles' reads.
+        "CPL_VSIL_CURL_CACHE_SIZE": str(min(64, 4 * workers) * 1024 * 1024),
         # GDAL's cache of decoded blocks: the run's tile cache (core.tiles) keeps every
         # decoded source tile once, so GDAL's copy only needs the blocks of reads in flight;
         # a larger one only grew the peak memory with the AOI.
