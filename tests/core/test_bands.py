@@ -14,6 +14,9 @@ The offline archive holds rededge1-3, nir08, swir16, swir22 at 20 m and coastal,
 - A 30 m output must read each 10 m band from its overview (20 m), each 20 m band at full
   resolution, and the SCL always at full resolution with nearest (checked on the pixels,
   and on the range server's byte ranges for the mosaic).
+- The red edge (rededge1-3, nir08) and the 60 m bands (coastal, nir09) on 10, 20 and 60 m
+  grids, by best pixel and median, with the same tolerance; on a grid of a band's own
+  resolution its pixels are the archive's DNs (p99 error <= 1 DN).
 """
 
 from __future__ import annotations
