@@ -65,7 +65,10 @@ def test_the_year_archive_has_two_passes_per_season_and_the_june_one_is_unchange
     days = [p.datetime.date() for p in yworld.passes]
     for name, (first, last) in SEASON_DATES.items():
         assert sum(first <= d <= last for d in days) == 2, name
-    assert json.loads((yarchive / "manifest.json").read_text())["calendar"] == "year"
+    manifest = json.loads((yarchive / "manifest.json").read_text())
+    assert manifest["calendar"] == "year" and manifest["collections"] == [C1]
+    with pytest.raises(ValueError, match="unknown collection"):
+        yworld.items("sentinel-2-l2a")  # the year archive is kept small: c1 only
     assert set(_item_dates(yarchive).values()) == set(days)
     # the default world keeps its ten June passes
     assert world.calendar == "june" and len(world.passes) == 10

@@ -34,7 +34,7 @@ from .geography import Grid, Tile, points, to_lonlat
 from .landscape import ALL_BANDS, RESOLUTION
 from .passes import Pass
 from .stac import assets_of, make_collection, make_item
-from .truth import COLLECTIONS, L2A, ItemInfo, World
+from .truth import L2A, ItemInfo, World
 from .weather import snow_probability
 
 # The modules whose code decides the archive's bytes (servers and test helpers are not).
@@ -168,9 +168,9 @@ def build_archive(root: Path, world: World, block_size: int = 512,
         raise FileExistsError(f"{root} is not empty; build into a new folder")
     if block_size < 128 or block_size % 16:
         raise ValueError("block_size must be a multiple of 16 and at least 128 (GDAL COG)")
-    infos = {c: world.items(c) for c in COLLECTIONS}
+    infos = {c: world.items(c) for c in world.collections}
     jobs: Dict[Tuple[int, str], List[ItemInfo]] = {}
-    for c in COLLECTIONS:
+    for c in world.collections:
         for info in infos[c]:
             jobs.setdefault((info.pass_index, info.tile), []).append(info)
     order = sorted(jobs, key=lambda k: (k[1], k[0]))  # tile-major: grids stay cached
@@ -189,7 +189,7 @@ def build_archive(root: Path, world: World, block_size: int = 512,
     (root / "stac" / "collections").mkdir(parents=True, exist_ok=True)
     (root / "stac" / "items").mkdir(parents=True, exist_ok=True)
     n_items = 0
-    for c in COLLECTIONS:
+    for c in world.collections:
         features = []
         for info in infos[c]:
             counts, files = results[(info.pass_index, info.tile)]
@@ -201,7 +201,7 @@ def build_archive(root: Path, world: World, block_size: int = 512,
         _write_json(root / "stac" / "collections" / f"{c}.json", make_collection(c, features))
     manifest = {
         "extent_km": world.extent_km, "seed": world.seed, "block_size": block_size,
-        "generator": generator_hash(), "collections": list(COLLECTIONS), "items": n_items,
+        "generator": generator_hash(), "collections": list(world.collections), "items": n_items,
     }
     if world.calendar != "june":
         manifest["calendar"] = world.calendar

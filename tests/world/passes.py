@@ -2,7 +2,8 @@
 
 `calendar="year"` (World(..., calendar="year")) is another, smaller calendar: eight passes
 spread over December 2023 to November 2024, two per meteorological season, for
-multi-season runs (YEAR_SCHEDULE); the default "june" calendar is SCHEDULE.
+multi-season runs (YEAR_SCHEDULE; its archive has sentinel-2-c1-l2a only); the default
+"june" calendar is SCHEDULE.
 
 Real Sentinel-2 timing: each satellite repeats a relative orbit every 10 days, S2A and S2B
 are 5 days apart, and the spatially adjacent orbit R065 comes 3 days (43 orbits) after

@@ -104,6 +104,8 @@ class World:
     def __init__(self, extent_km: float = 12.0, seed: int = 2024, calendar: str = "june"
                  ) -> None:
         self.calendar = calendar  # passes.CALENDARS: "june" (10 passes) or "year" (8)
+        # the year archive is kept small: sentinel-2-c1-l2a only
+        self.collections = COLLECTIONS if calendar == "june" else (C1,)
         if extent_km < 5.0:
             raise ValueError("extent_km must be at least 5 so that all four tiles reach the region")
         self.extent_km, self.seed = float(extent_km), int(seed)
@@ -304,8 +306,9 @@ class World:
 
     def items(self, collection: str) -> List[ItemInfo]:
         """The items `build_archive` writes for `collection`, in archive order."""
-        if collection not in COLLECTIONS:
-            raise ValueError(f"unknown collection {collection!r}; the world has {COLLECTIONS}")
+        if collection not in self.collections:
+            raise ValueError(f"unknown collection {collection!r}; the world has "
+                             f"{self.collections}")
         out = []
         for p in self.passes:
             for t in self.pass_tiles(p.index):
