@@ -149,7 +149,9 @@ class BuildMosaicAlgorithm(ClearskyAlgorithm):
         output = str(result.output)
         outputs = [str(o.output) for o in result.outputs] or [output]
         loading = context.willLoadLayerOnCompletion(str(params.output))
-        if len(outputs) > 1 and loading:  # the pattern base is no file: load each period
+        # With PERIODS the destination is a name pattern, no file (even for one period,
+        # written as <stem>_<period>.tif): load each period's file instead.
+        if params.periods and loading:
             details = context.layerToLoadOnCompletionDetails(str(params.output))
             context.setLayersToLoadOnCompletion({})
             for out, path in zip(result.outputs, outputs):

@@ -275,3 +275,41 @@ def test_every_band_has_a_plausible_spectrum_and_unknown_bands_raise(w):
     assert np.median(r["swir16"][bare]) > np.median(r["swir16"][veg])
     with pytest.raises(ValueError, match="unknown band"):
         w.reflectance("B8A", 0, crs, tr, shape)
+
+
+def test_swir_clouds_are_their_own_darker_than_nir_and_snow_stays_dark(w):
+    """Opaque cloud (SCL 9) is about as bright in NIR as in the visible but darker at
+    1.6 um and darker still at 2.2 um (weather.CLOUD_TOP), not NIR's brightness copied;
+    snow is dark in the SWIR, so the SWIR tells snow from cloud; thin cirrus (SCL 10)
+    adds less in the SWIR than in NIR."""
+    crs, tr, shape, inside = region_grid(w, res=20.0)
+    cloudy = max(range(len(w.passes)), key=lambda i: int(
+        ((w.scl(i, crs, tr, shape) == 9) & inside).sum()))
+    scl = w.scl(cloudy, crs, tr, shape)
+    core = (scl == 9) & inside
+    assert core.sum() > 1000
+    obs = {b: w.observed(b, cloudy, crs, tr, shape)[core] for b in ("red", "nir", "swir16",
+                                                                    "swir22")}
+    med = {b: float(np.median(v)) for b, v in obs.items()}
+    assert 0.5 <= med["nir"] <= 0.7 and abs(med["red"] - med["nir"]) < 0.05
+    assert 0.37 <= med["swir16"] <= 0.55 and 0.25 <= med["swir22"] <= 0.40, med
+    assert 0.7 <= med["swir16"] / med["nir"] <= 0.9 and med["swir22"] < med["swir16"], med
+    for i in range(len(w.passes)):
+        s = w.scl(i, crs, tr, shape)
+        snow = (s == 11) & inside
+        if snow.sum() > 50:
+            for b in ("swir16", "swir22"):
+                assert np.median(w.observed(b, i, crs, tr, shape)[snow]) < 0.2, (i, b)
+            assert np.median(w.observed("swir16", i, crs, tr, shape)[snow]) < 0.5 * np.median(
+                w.observed("swir16", cloudy, crs, tr, shape)[core])
+            break
+    else:
+        pytest.fail("no pass with snow")
+    cirrus_pass = next(i for i in range(len(w.passes))
+                       if ((w.scl(i, crs, tr, shape) == 10) & inside).sum() > 200)
+    s = w.scl(cirrus_pass, crs, tr, shape)
+    thin = (s == 10) & inside
+    gain = {b: float(np.median((w.observed(b, cirrus_pass, crs, tr, shape)
+                                - w.reflectance(b, cirrus_pass, crs, tr, shape))[thin]))
+            for b in ("nir", "swir16", "swir22")}
+    assert 0 < gain["swir22"] < gain["swir16"] < gain["nir"], gain

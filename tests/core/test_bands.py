@@ -14,6 +14,9 @@ The offline archive holds rededge1-3, nir08, swir16, swir22 at 20 m and coastal,
 - A 30 m output must read each 10 m band from its overview (20 m), each 20 m band at full
   resolution, and the SCL always at full resolution with nearest (checked on the pixels,
   and on the range server's byte ranges for the mosaic).
+- The red edge (rededge1-3, nir08) and the 60 m bands (coastal, nir09) on 10, 20 and 60 m
+  grids, by best pixel and median, with the same tolerance; on a grid of a band's own
+  resolution its pixels are the archive's DNs (p99 error <= 1 DN).
 """
 
 from __future__ import annotations
@@ -224,3 +227,70 @@ def test_a_30m_mosaic_fetches_the_overview_tiles_of_10m_bands(world, served, arc
     print(f"red.tif: {overview_read} B of overview tiles, {full_read} B of full-resolution "
           f"tiles fetched (full resolution holds {full_total} B)")
     assert full_read <= 0.25 * full_total
+
+
+# ------------------------------------------------- red edge, nir08 and the 60 m bands
+# rededge1-3 and nir08 are 20 m bands, coastal and nir09 60 m ones. Mosaics of all six on
+# a 10 m grid (every band upsampled), a 20 m grid (the 20 m bands at their own pixels) and
+# a 60 m grid (the 20 m bands averaged, the 60 m bands at their own pixels), by best pixel
+# (truth of the pass the source band names) and by the median of the clear passes.
+RED_EDGE_60 = ("rededge1", "rededge2", "rededge3", "nir08", "coastal", "nir09")
+RE_RESOLUTIONS = (10.0, 20.0, 60.0)
+
+
+@pytest.fixture(scope="module", params=RE_RESOLUTIONS, ids=lambda r: f"{int(r)}m")
+def red_edge_best(request, world, served, tmp_path_factory):
+    res = request.param
+    path = tmp_path_factory.mktemp("rededge") / f"best{int(res)}.tif"
+    result = build_mosaic(mosaic_params(world, served, path, bands=RED_EDGE_60, resolution=res,
+                                        source_band=True))
+    data, names, transform, _, tags = read_mosaic(path)
+    assert abs(transform.a - res) < 1e-6
+    truth = truth_for(world, result, RED_EDGE_60, radius=_radius(res))
+    return res, data, names, tags, truth
+
+
+def test_red_edge_and_60m_best_pixel_match_the_truth_of_their_source_pass(red_edge_best,
+                                                                          world):
+    res, data, names, tags, truth = red_edge_best
+    native = {b: 20.0 for b in RED_EDGE_60[:4]} | {"coastal": 60.0, "nir09": 60.0}
+    assert names == (*RED_EDGE_60, "count", "source")
+    sources = {int(k): v for k, v in json.loads(tags["CLEARSKY_SOURCES"]).items()}
+    passes = _pass_of(world)
+    source = data[names.index("source")]
+    assert (source > 0).mean() > 0.5
+    assert not ((data[0] > 0) & ~truth.possible()).any()  # nothing filled from a cloud
+    for b, band in enumerate(RED_EDGE_60):
+        expected = np.full(source.shape, np.nan, "float32")
+        for code in np.unique(source[source > 0]):
+            here = source == code
+            expected[here] = truth.reflectance[band][passes[sources[int(code)]]][here]
+        assert np.array_equal(data[b] > 0, source > 0), band  # every band from that pass
+        err = _errors(data[b] / 10000.0, expected, data[b] > 0)
+        _check(err, (res, band))
+        if native[band] == res:  # at its own pixels: the archive's DNs to 1 DN (rounding),
+            # but for the other UTM zone's tile, reprojected (bilinear)
+            assert np.percentile(err, 99) <= 1.01e-4, (res, band, np.percentile(err, 99))
+        print(f"best {int(res)} m {band}: p99 error {np.percentile(err, 99):.5f}, "
+              f"within 0.01: {(err <= 0.01).mean():.4%}")
+
+
+@pytest.mark.parametrize("res", RE_RESOLUTIONS, ids=lambda r: f"{int(r)}m")
+def test_red_edge_and_60m_median_match_the_truth(world, served, tmp_path, res):
+    path = tmp_path / f"median{int(res)}.tif"
+    result = build_mosaic(mosaic_params(world, served, path, bands=RED_EDGE_60, resolution=res,
+                                        method=Method.MEDIAN))
+    data, names, *_ = read_mosaic(path)
+    assert names == (*RED_EDGE_60, "count")
+    truth = truth_for(world, result, RED_EDGE_60, radius=_radius(res))
+    filled = data[0] > 0
+    assert filled.mean() > 0.5
+    assert not (filled & ~truth.possible()).any()
+    for b, band in enumerate(RED_EDGE_60):
+        stack = np.array(truth.reflectance[band], dtype="float32")
+        with np.errstate(all="ignore"):
+            expected = nan_percentile(np.where(np.array(truth.strict), stack, np.nan), 50.0)
+        err = _errors(data[b] / 10000.0, expected, filled)
+        _check(err, (res, band))
+        print(f"median {int(res)} m {band}: p99 error {np.percentile(err, 99):.5f}, "
+              f"within 0.01: {(err <= 0.01).mean():.4%}")

@@ -1,6 +1,7 @@
 """Build the offline archive: COGs + STAC JSON for every item of `World.items`.
 
     python -m world.generate --out DIR [--extent-km 12] [--seed 2024] [--block-size 512]
+                             [--calendar june|year]
 
 Layout (the contract with the servers in world.servers):
     <root>/manifest.json
@@ -33,7 +34,7 @@ from .geography import Grid, Tile, points, to_lonlat
 from .landscape import ALL_BANDS, RESOLUTION
 from .passes import Pass
 from .stac import assets_of, make_collection, make_item
-from .truth import COLLECTIONS, L2A, ItemInfo, World
+from .truth import L2A, ItemInfo, World
 from .weather import snow_probability
 
 # The modules whose code decides the archive's bytes (servers and test helpers are not).
@@ -167,9 +168,9 @@ def build_archive(root: Path, world: World, block_size: int = 512,
         raise FileExistsError(f"{root} is not empty; build into a new folder")
     if block_size < 128 or block_size % 16:
         raise ValueError("block_size must be a multiple of 16 and at least 128 (GDAL COG)")
-    infos = {c: world.items(c) for c in COLLECTIONS}
+    infos = {c: world.items(c) for c in world.collections}
     jobs: Dict[Tuple[int, str], List[ItemInfo]] = {}
-    for c in COLLECTIONS:
+    for c in world.collections:
         for info in infos[c]:
             jobs.setdefault((info.pass_index, info.tile), []).append(info)
     order = sorted(jobs, key=lambda k: (k[1], k[0]))  # tile-major: grids stay cached
@@ -188,7 +189,7 @@ def build_archive(root: Path, world: World, block_size: int = 512,
     (root / "stac" / "collections").mkdir(parents=True, exist_ok=True)
     (root / "stac" / "items").mkdir(parents=True, exist_ok=True)
     n_items = 0
-    for c in COLLECTIONS:
+    for c in world.collections:
         features = []
         for info in infos[c]:
             counts, files = results[(info.pass_index, info.tile)]
@@ -198,10 +199,13 @@ def build_archive(root: Path, world: World, block_size: int = 512,
         _write_json(root / "stac" / "items" / f"{c}.json",
                     {"type": "FeatureCollection", "features": features})
         _write_json(root / "stac" / "collections" / f"{c}.json", make_collection(c, features))
-    _write_json(root / "manifest.json", {
+    manifest = {
         "extent_km": world.extent_km, "seed": world.seed, "block_size": block_size,
-        "generator": generator_hash(), "collections": list(COLLECTIONS), "items": n_items,
-    })
+        "generator": generator_hash(), "collections": list(world.collections), "items": n_items,
+    }
+    if world.calendar != "june":
+        manifest["calendar"] = world.calendar
+    _write_json(root / "manifest.json", manifest)
     return root
 
 
@@ -221,9 +225,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     ap.add_argument("--seed", type=int, default=2024)
     ap.add_argument("--block-size", type=int, default=512)
     ap.add_argument("--workers", type=int, default=None)
+    ap.add_argument("--calendar", default="june", choices=("june", "year"))
     a = ap.parse_args(argv)
     t0 = time.perf_counter()
-    root = build_archive(a.out, World(a.extent_km, a.seed), a.block_size, a.workers)
+    root = build_archive(a.out, World(a.extent_km, a.seed, a.calendar), a.block_size, a.workers)
     manifest = json.loads((root / "manifest.json").read_text())
     print(f"wrote {manifest['items']} items, {archive_size(root) / 1e6:.1f} MB, to {root} "
           f"in {time.perf_counter() - t0:.1f} s")

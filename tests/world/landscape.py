@@ -9,7 +9,8 @@ Every Sentinel-2 band has a spectrum here (ALL_BANDS); the archive writes each a
 resolution (RESOLUTION: 10, 20 or 60 m) as point samples of the same fields at its own
 pixel centres. 20 m and 60 m centres coincide with 20 m SCL centres, so "SCL clear means
 truth" holds for them exactly as for the 10 m bands. Clouds over bands without weather
-tables of their own borrow a proxy band's (WEATHER_PROXY).
+tables of their own (red edge, nir08, nir09: nir's; coastal: blue's) borrow a proxy band's
+(WEATHER_PROXY); swir16 and swir22 have their own, darker clouds.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ SNOW = {"blue": 0.80, "green": 0.78, "red": 0.75, "nir": 0.65, "coastal": 0.82,
 # The band whose cloud/cirrus/haze tables (weather.CLOUD_TOP, CIRRUS_GAIN) a band borrows.
 WEATHER_PROXY = {**{b: b for b in BANDS}, "coastal": "blue", "rededge1": "nir",
                  "rededge2": "nir", "rededge3": "nir", "nir08": "nir", "nir09": "nir",
-                 "swir16": "nir", "swir22": "nir"}
+                 "swir16": "swir16", "swir22": "swir22"}  # SWIR clouds: their own tables
 GREEN_UP = frozenset({"nir", "rededge2", "rededge3", "nir08", "nir09"})  # phenology bands
 TEXTURE_AMPLITUDE = 0.08  # relative brightness texture
 DATE_AMPLITUDE = 0.03  # relative date-to-date variation

@@ -101,7 +101,11 @@ class World:
     # it. A slanted line like a descending orbit's track; subclasses may move it.
     swath_edge = (-0.2, 0.23)
 
-    def __init__(self, extent_km: float = 12.0, seed: int = 2024) -> None:
+    def __init__(self, extent_km: float = 12.0, seed: int = 2024, calendar: str = "june"
+                 ) -> None:
+        self.calendar = calendar  # passes.CALENDARS: "june" (10 passes) or "year" (8)
+        # the year archive is kept small: sentinel-2-c1-l2a only
+        self.collections = COLLECTIONS if calendar == "june" else (C1,)
         if extent_km < 5.0:
             raise ValueError("extent_km must be at least 5 so that all four tiles reach the region")
         self.extent_km, self.seed = float(extent_km), int(seed)
@@ -110,7 +114,7 @@ class World:
         self.tiles: List[Tile] = make_tiles(self.extent_km)
         assert len(self.tiles) == 4, [t.id for t in self.tiles]
         self._tile = {t.id: t for t in self.tiles}
-        self.passes: List[Pass] = make_passes()
+        self.passes: List[Pass] = make_passes(calendar)
         self.landscape = Landscape(self.seed, len(self.passes))
         shapes = {name: _aoi_polygon(*spec) for name, spec in AOI_SHAPES.items()}
         self.known_aois: Dict[str, KnownAoi] = {
@@ -123,17 +127,18 @@ class World:
         }
         c1, r1 = AOI_SHAPES["clear_under_cloudy"][0], shapes["clear_under_cloudy"][1]
         c2, r2 = AOI_SHAPES["cloudy_under_clear"][0], shapes["cloudy_under_clear"][1]
-        self.weather = make_weather(self.seed, self.bounds_m, weather_specs(),
+        self.weather = make_weather(self.seed, self.bounds_m, weather_specs(calendar),
                                     (*c1, r1), (*c2, r2))
         self.misses = make_misses(self.bounds_m, len(self.passes))  # what SCL misses
         self._pass_tiles: Dict[int, List[Tile]] = {}
         self._cloud_cover: Dict[Tuple[int, str], float] = {}
 
     def __reduce__(self):  # rebuild (cheaply) instead of pickling caches
-        return (type(self), (self.extent_km, self.seed))
+        return (type(self), (self.extent_km, self.seed, self.calendar))
 
     def __repr__(self) -> str:
-        return f"World(extent_km={self.extent_km}, seed={self.seed})"
+        extra = "" if self.calendar == "june" else f", calendar={self.calendar!r}"
+        return f"World(extent_km={self.extent_km}, seed={self.seed}{extra})"
 
     # ----------------------------------------------------------------- geometry
     def tile(self, tile_id: str) -> Tile:
@@ -154,7 +159,7 @@ class World:
 
     def _covered(self, p: Pass, pts: Points) -> np.ndarray:
         """True where pass `p` has data: inside one of its tiles and not in the wedge."""
-        key = ("covered", self.extent_km, self.seed, self.swath_edge, p.index)
+        key = ("covered", self.extent_km, self.seed, self.calendar, self.swath_edge, p.index)
         if key not in pts.cache:
             cov = np.zeros(pts.shape, bool)
             for t in self.pass_tiles(p.index):
@@ -301,8 +306,9 @@ class World:
 
     def items(self, collection: str) -> List[ItemInfo]:
         """The items `build_archive` writes for `collection`, in archive order."""
-        if collection not in COLLECTIONS:
-            raise ValueError(f"unknown collection {collection!r}; the world has {COLLECTIONS}")
+        if collection not in self.collections:
+            raise ValueError(f"unknown collection {collection!r}; the world has "
+                             f"{self.collections}")
         out = []
         for p in self.passes:
             for t in self.pass_tiles(p.index):

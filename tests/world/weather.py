@@ -19,8 +19,13 @@ from .landscape import BANDS, WaveField
 MARGIN_M = 9.0
 SHADOW_OFFSET = (-320.0, 220.0)  # a cloud's shadow lies this far away (north-west), metres
 SHADOW_FACTOR = 0.3  # surface x 0.3 in full shadow
-CLOUD_TOP = {"blue": 0.62, "green": 0.60, "red": 0.58, "nir": 0.56}
-CIRRUS_GAIN = {"blue": 0.035, "green": 0.03, "red": 0.028, "nir": 0.025}
+# Water clouds are bright and flat from blue to NIR and darker in the SWIR (ice and water
+# absorb there: ~0.45 at 1.6 um, ~0.3 at 2.2 um), while snow is bright in the visible and
+# dark in the SWIR; thin cirrus adds less in the SWIR too.
+CLOUD_TOP = {"blue": 0.62, "green": 0.60, "red": 0.58, "nir": 0.56, "swir16": 0.45,
+             "swir22": 0.32}
+CIRRUS_GAIN = {"blue": 0.035, "green": 0.03, "red": 0.028, "nir": 0.025, "swir16": 0.018,
+               "swir22": 0.012}
 SATURATED = 1.2  # reflectance written for saturated/defective pixels
 CORE_STRENGTH = 0.7  # cloud opacity from which SCL says 9 (high probability)
 
