@@ -32,6 +32,7 @@ from .output import encode
 from .plan import Pass
 from .reader import SceneReader
 from .scene import MASK_ASSETS, Scene
+from .seams import SeamSpec, SeamStats, compose
 
 Indexed = Tuple[int, Scene]
 
@@ -72,6 +73,7 @@ class BlockTask:
     skip: FrozenSet[int] = frozenset()  # scenes already known unreadable: not retried
     part: Optional[str] = None  # write the block here (GeoTIFF) and return its path instead
     run_id: str = ""  # the run's shared read pools, when the task runs in its process
+    seams: Optional[SeamSpec] = None  # normalisation, feathering, seam metric (core.seams)
 
 
 @dataclass
@@ -87,6 +89,7 @@ class BlockResult:
     part: Optional[str] = None  # the block's GeoTIFF part when the task wrote one (data empty)
     sha256: str = ""  # of the encoded block bytes
     failed: str = ""  # why no worker could compute the block (then data is nodata)
+    seams: SeamStats = field(default_factory=SeamStats)  # the block's seam metric sums
 
 
 def block_id(block: Block) -> str:
@@ -196,7 +199,11 @@ def run_block(task: BlockTask) -> BlockResult:
     with _gdal(task.gdal), _pools_for(task) as pools:
         reads = _SafeReads(SceneReader(spec.bands, task.mask, grid, pools.bands.map), task.skip)
         passes = [list(p.scenes) for p in task.passes]
-        if not spec.stacked:
+        stats = SeamStats()
+        if task.seams is not None:
+            values, count, source, contributed, stats = compose(
+                task, grid, target, reads, pools.passes.map, _native_first)
+        elif not spec.stacked:
             values, count, source, contributed = _best(grid, passes, target, spec, reads)
         else:
             ordered = [_native_first(scenes, grid.crs) for scenes in passes]
@@ -211,7 +218,7 @@ def run_block(task: BlockTask) -> BlockResult:
         block=task.block, data=data, aoi_pixels=int(target.sum()),
         filled=int((np.isfinite(values[0]) & target).sum()), contributed=contributed,
         broken=reads.broken, reads=reads.count, seconds=time.perf_counter() - started,
-        part=task.part, sha256=sha,
+        part=task.part, sha256=sha, seams=stats,
     )
 
 

@@ -21,7 +21,7 @@ from pyproj import Transformer
 from shapely.geometry import Polygon, box
 from shapely.geometry.base import BaseGeometry
 
-from . import io, output, stacitem
+from . import io, output, seams, stacitem
 from .blocks import (
     BlockResult,
     BlockTask,
@@ -126,9 +126,13 @@ class _Totals:
         self.written: List[PeriodOutput] = []
         self.failed: List[str] = []
         self.filled = self.aoi_pixels = self.resumed = 0
+        self.seams: List[dict] = []  # per period: the seam metric and the normalisation
 
     def add(self, outcome: _Outcome, chosen: Sequence[SceneReport], label: str,
             resumed: int) -> None:
+        if outcome.seam_spec is not None:
+            self.seams.append({"period": label, **seams.report(
+                outcome.seam_spec, outcome.seam_stats, outcome.bands)})
         for sid, pixels in outcome.contributed_by_id(chosen).items():
             self.contributed[sid] = self.contributed.get(sid, 0) + pixels
         for sid, why in outcome.broken_by_id(chosen).items():
@@ -141,6 +145,7 @@ class _Totals:
     def header(self, params: MosaicParams, figures: Estimate) -> dict:
         return {"output": str(params.output), "parameters": output.params_summary(params),
                 "failed_blocks": self.failed, "estimate": figures.summary(),
+                "seams": self.seams,
                 "periods": [{"name": w.name, "start": str(w.start), "end": str(w.end),
                              "output": str(w.output), "stac_item": str(w.stac_item),
                              "filled_fraction": round(w.filled_fraction, 6),
@@ -224,6 +229,8 @@ def _compose(params: MosaicParams, grid: Grid, chosen: Sequence[SceneReport], st
     """One composite of `chosen` into the COG `path`: blocks through the executor."""
     passes = plan_passes(chosen, start, end, params.target_date)
     outcome = _Outcome()
+    outcome.seam_spec = seams.plan_seams(params, grid, passes, options, progress)
+    outcome.bands = tuple(params.bands)
     side = block_size_for(running.memory_limit, len(passes), len(names), params.block_size)
     blocks = grid.blocks(side)
     progress.info(
@@ -234,7 +241,8 @@ def _compose(params: MosaicParams, grid: Grid, chosen: Sequence[SceneReport], st
     ledger = Ledger(path) if params.resume else None
     with io.CogWriter(path, grid, len(names), output.dtype_of(params.output_type), 0,
                       params.overwrite) as out:
-        tasks = _tasks(params, grid, blocks, passes, options, outcome, run_id)
+        tasks = _tasks(params, grid, blocks, passes, options, outcome, run_id,
+                       outcome.seam_spec)
         total = grid.width * grid.height
         done_px = 0
         for task, result, cached in _run(running, tasks, options, progress, ledger):
@@ -299,8 +307,12 @@ class _Outcome:
         self.broken: Dict[int, str] = {}
         self.failed: List[str] = []  # blocks no worker could compute, with why
         self.filled = self.aoi_pixels = 0
+        self.seam_spec: Optional[seams.SeamSpec] = None
+        self.seam_stats = seams.SeamStats()
+        self.bands: Tuple[str, ...] = ()
 
     def add(self, result: BlockResult) -> None:
+        self.seam_stats = self.seam_stats + result.seams
         for index, n in result.contributed.items():
             self.contributed[index] = self.contributed.get(index, 0) + n
         for index, why in result.broken.items():
@@ -318,8 +330,8 @@ class _Outcome:
 
 
 def _tasks(params: MosaicParams, grid: Grid, blocks: Sequence[Block], passes: Sequence[Pass],
-           options: Dict[str, object], outcome: _Outcome, run_id: str = ""
-           ) -> Iterator[BlockTask]:
+           options: Dict[str, object], outcome: _Outcome, run_id: str = "",
+           seam_spec: Optional[seams.SeamSpec] = None) -> Iterator[BlockTask]:
     """One task per block, made when submitted (so it skips scenes found broken so far)."""
     spec = CompositeSpec(params.method, params.percentile, tuple(params.bands),
                          params.output_type, params.count_band, params.source_band,
@@ -332,7 +344,7 @@ def _tasks(params: MosaicParams, grid: Grid, blocks: Sequence[Block], passes: Se
         yield BlockTask(
             block=block, passes=_relevant(light, block.grid), aoi=_near(aoi, block.grid),
             composite=spec, mask=rule, gdal=options, read_workers=params.max_workers,
-            skip=frozenset(outcome.broken), run_id=run_id,
+            skip=frozenset(outcome.broken), run_id=run_id, seams=seam_spec,
         )
 
 
