@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import math
 from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
@@ -45,6 +46,7 @@ from .clouds import MaskRule, dilate
 from .grid import Grid, geometry_mask, pixel_size_m
 from .options import Method
 from .plan import Pass
+from .progress import check_cancelled
 from .reader import SceneReader
 
 COARSE_SIDE = 320  # pixels per side of the normalisation grid, at most
@@ -186,12 +188,14 @@ def _others_median(stack: np.ndarray, p: int) -> Tuple[np.ndarray, np.ndarray]:
     return composite.reduce_stack(others, "median"), count
 
 
-def fit_stack(stack: np.ndarray, pass_ids: Sequence[str], iterations: int = 2
+def fit_stack(stack: np.ndarray, pass_ids: Sequence[str], iterations: int = 3
               ) -> List[PassFit]:
     """Per pass and band gain/offset against the median of the other passes.
 
     stack: float32 (n, nb, h, w) of clear observations, NaN elsewhere. The first round
-    fits the raw passes; the next ones fit each raw pass against the others normalised."""
+    fits the raw passes; the next ones fit each raw pass against the others normalised.
+    Relative coefficients are defined up to one common gain and offset: they are given
+    against the median pass (median gain 1, median offset 0 over the fitted passes)."""
     n, nb = stack.shape[:2]
     gains, offsets = np.ones((n, nb)), np.zeros((n, nb))
     pixels = np.zeros(n, int)
@@ -212,6 +216,12 @@ def fit_stack(stack: np.ndarray, pass_ids: Sequence[str], iterations: int = 2
                 if 0.5 <= g <= 2.0 and abs(o) <= 0.2:
                     new_g[p, b], new_o[p, b] = g, o
         gains, offsets = new_g, new_o
+    fitted = pixels >= MIN_FIT_PIXELS
+    if fitted.sum() >= 2:  # y = a C + b and C = alpha C' + beta: a' = a alpha, b' = a beta + b
+        alpha = 1.0 / np.median(gains[fitted], axis=0)
+        beta = -np.median(offsets[fitted], axis=0) * alpha
+        gains[fitted], offsets[fitted] = gains[fitted] * alpha, gains[fitted] * beta + \
+            offsets[fitted]
     return [PassFit(pid, tuple(float(g) for g in gains[p]), tuple(float(o) for o in offsets[p]),
                     int(pixels[p]) if pixels[p] >= MIN_FIT_PIXELS else 0)
             for p, pid in enumerate(pass_ids)]
@@ -219,9 +229,11 @@ def fit_stack(stack: np.ndarray, pass_ids: Sequence[str], iterations: int = 2
 
 def fit_normalisation(passes: Sequence[Pass], grid: Grid, aoi: Optional[BaseGeometry],
                       bands: Sequence[str], rule: MaskRule, workers: int,
-                      options: Dict[str, object]) -> List[PassFit]:
+                      options: Dict[str, object], progress=None) -> List[PassFit]:
     """Read every pass's clear pixels on a coarse grid over the AOI (concurrently), then
-    fit (`fit_stack`). Unreadable scenes are left out here; the blocks report them."""
+    fit (`fit_stack`). Unreadable scenes are left out here; the blocks report them. A
+    cancel (`progress`) takes effect within half a second, stalled reads are not waited
+    for."""
     from .blocks import _native_first, _read_pass, _SafeReads  # blocks imports this module
 
     coarse = coarse_grid(grid)
@@ -237,9 +249,24 @@ def fit_normalisation(passes: Sequence[Pass], grid: Grid, aoi: Optional[BaseGeom
         valid = valid & ~dilate(~valid, 1)  # coarse pixels at a mask edge mix clear and not
         return np.where(valid[None], values, np.nan).astype(np.float32)
 
-    with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="clearsky-fit",
-                            initializer=io.init_worker, initargs=(options,)) as pool:
-        layers = list(pool.map(read, passes))
+    pool = ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="clearsky-fit",
+                              initializer=io.init_worker, initargs=(options,))
+    finished = False
+    try:
+        futures = [pool.submit(read, p) for p in passes]
+        layers = []
+        for future in futures:
+            while True:
+                if progress is not None:
+                    check_cancelled(progress)
+                try:
+                    layers.append(future.result(timeout=0.5))
+                    break
+                except FutureTimeout:
+                    continue
+        finished = True
+    finally:
+        pool.shutdown(wait=finished, cancel_futures=True)
     empty = np.full((len(bands), *coarse.shape), np.nan, np.float32)
     stack = np.stack([layer if layer is not None else empty for layer in layers])
     return fit_stack(stack, [p.pass_id for p in passes])
@@ -320,9 +347,11 @@ def _read_pass_halo(scenes, pass_id: str, spec: SeamSpec, grid: Grid, halo: int,
     """One pass's tiles over the block: values and validity on the block (normalised),
     its clear mask on the block plus halo, the block's usable pixels and the pixels each
     tile gave. The first valid tile wins a pixel; only pixels in `need` are read. Tiles
-    of one pass repeat one observation: once the block and its halo have data, the
-    further tiles are not read (`stop_when_covered`; best pixel reads them all, as
-    blocks._best does)."""
+    of one pass repeat one observation: without a halo, once the block has data the
+    further tiles are not read (`stop_when_covered`, as blocks._read_pass does; best
+    pixel reads them all, as blocks._best does). With a halo every tile is read: the
+    pass's clear mask is then the union of its tiles' whatever the block, so weights do
+    not depend on where a block starts."""
     wide = halo_grid(grid, halo)
     everywhere = np.ones(wide.shape, bool)
     covered = np.zeros(wide.shape, bool)
@@ -333,8 +362,7 @@ def _read_pass_halo(scenes, pass_id: str, spec: SeamSpec, grid: Grid, halo: int,
     owners: List[Tuple[int, np.ndarray]] = []
     fit = spec.fit_of(pass_id)
     for index, scene in scenes:
-        if stop_when_covered and covered.any() and not (_crop(~covered, halo) & target).any() and (
-                not halo or covered.all()):
+        if stop_when_covered and not halo and covered.any() and not (~covered & target).any():
             break
         both = reads.usable_and_covered(index, scene, wide, everywhere)
         if both is None:
@@ -491,7 +519,7 @@ def plan_seams(params, grid: Grid, passes: Sequence[Pass], options: Dict[str, ob
                       f"{coarse.width} x {coarse.height} grid")
         fits = tuple(fit_normalisation(passes, grid, aoi, tuple(params.bands),
                                        MaskRule.from_params(params), params.max_workers,
-                                       options))
+                                       options, progress))
     return SeamSpec(feather_m=float(params.feather_m), fits=fits)
 
 

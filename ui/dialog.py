@@ -145,6 +145,7 @@ class ClearskyDialog(BASE, FORM):
             "executor": self.executorEdit, "resume": self.resumeCheck,
             "statistics": self.statisticsEdit, "periods": self.periodsEdit,
             "max_read_gb": self.maxReadSpin, "max_output_gib": self.maxOutputSpin,
+            "normalise": self.normaliseCheck, "feather_m": self.featherSpin,
         }
         self._setup_widgets()
         self._connect()
