@@ -346,12 +346,14 @@ def _read_pass_halo(scenes, pass_id: str, spec: SeamSpec, grid: Grid, halo: int,
                     stop_when_covered: bool = True):
     """One pass's tiles over the block: values and validity on the block (normalised),
     its clear mask on the block plus halo, the block's usable pixels and the pixels each
-    tile gave. The first valid tile wins a pixel; only pixels in `need` are read. Tiles
-    of one pass repeat one observation: without a halo, once the block has data the
-    further tiles are not read (`stop_when_covered`, as blocks._read_pass does; best
-    pixel reads them all, as blocks._best does). With a halo every tile is read: the
-    pass's clear mask is then the union of its tiles' whatever the block, so weights do
-    not depend on where a block starts."""
+    tile gave; only pixels in `need` are read. Tiles of one pass repeat one observation.
+
+    Without a halo (`stop_when_covered`) the first valid tile wins a pixel and, once the
+    block has data, the further tiles are not read, as blocks._read_pass does; best pixel
+    (not `stop_when_covered`) reads every tile, as blocks._best does. With a halo and
+    `stop_when_covered`, the first tile with data at a pixel decides it (mask and value)
+    and the further tiles are read only while the block and its halo are not covered: a
+    pixel's mask then never depends on where its block starts."""
     wide = halo_grid(grid, halo)
     everywhere = np.ones(wide.shape, bool)
     covered = np.zeros(wide.shape, bool)
@@ -361,13 +363,17 @@ def _read_pass_halo(scenes, pass_id: str, spec: SeamSpec, grid: Grid, halo: int,
     seen = np.zeros(grid.shape, bool)
     owners: List[Tuple[int, np.ndarray]] = []
     fit = spec.fit_of(pass_id)
+    first_with_data = stop_when_covered and halo > 0
     for index, scene in scenes:
-        if stop_when_covered and not halo and covered.any() and not (~covered & target).any():
+        if stop_when_covered and covered.any() and (
+                covered.all() if halo else not (~covered & target).any()):
             break
         both = reads.usable_and_covered(index, scene, wide, everywhere)
         if both is None:
             continue
         got, has_data = both
+        if first_with_data:
+            got = got & ~covered  # pixels an earlier tile has data for are decided
         block_usable = _crop(got, halo) & target
         seen |= block_usable
         wanted = block_usable & ~valid if need is None else block_usable & ~valid & need

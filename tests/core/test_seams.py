@@ -301,3 +301,30 @@ def test_options_normalise_and_feather_m(tmp_path):
                           end=date(2024, 6, 30), output=tmp_path / "m.tif", feather_m=-1.0)
     with pytest.raises(InvalidParameterError, match=r"\(FEATHER_M\) must be from 0 to 5000"):
         params.validate()
+
+
+def test_seams_travel_in_the_block_task_to_other_processes(seamed_world, seamed, tmp_path,
+                                                           runs):
+    """The fitted coefficients and FEATHER_M ride in the picklable task: spawned worker
+    processes (as a Dask cluster's) give the bytes of this process's threads."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    params = dict(method=Method.MEDIAN, block_size=256, **DEFAULTS)
+    path = tmp_path / "procs.tif"
+    with ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("spawn")) as pool:
+        result = build_mosaic(mosaic_params(seamed_world, seamed, path, **params),
+                              executor=pool)
+    procs, *_ = read_mosaic(path)
+    _, threads, _, seam = runs[Method.MEDIAN, "after"]
+    assert np.array_equal(procs, threads)
+    assert json.loads(result.report_json.read_text())["seams"][0] == seam
+
+
+def test_several_statistics_are_feathered_like_the_median(seamed_world, seamed, tmp_path, runs):
+    _, stats, _, seam = build(seamed_world, seamed, tmp_path, "stats", statistics=("p25", "p50"),
+                              **DEFAULTS)
+    _, median, _, _ = runs[Method.MEDIAN, "after"]
+    n = len(BANDS)
+    assert np.array_equal(stats[n:2 * n], median[:n])  # p50 bands = the median's
+    assert seam["seam_metric"] <= 1.2
