@@ -43,9 +43,9 @@ from clearsky.ui.layers import rgb_band_numbers, style_footprints_layer, style_m
 BUILD = [
     "AOI", "START_DATE", "END_DATE", "CATALOG", "COLLECTION", "MAX_SCENE_CLOUD", "MAX_AOI_CLOUD",
     "INVALID_SCL", "DILATION", "CLOUD_MASK", "CLOUD_PROB", "METHOD", "PERCENTILE", "PERCENTILES",
-    "BANDS", "OUTPUT_TYPE", "COUNT_BAND", "SOURCE_BAND", "TARGET_DATE", "TARGET_CRS", "RESOLUTION",
-    "CLIP_TO_AOI", "PERIODS", "MAX_READ_GB", "MAX_OUTPUT_GIB", "EXECUTOR", "RESUME", "OUTPUT",
-    "REPORT",
+    "BANDS", "OUTPUT_TYPE", "COUNT_BAND", "SOURCE_BAND", "NORMALISE", "FEATHER_M", "TARGET_DATE",
+    "TARGET_CRS", "RESOLUTION", "CLIP_TO_AOI", "PERIODS", "MAX_READ_GB", "MAX_OUTPUT_GIB",
+    "EXECUTOR", "RESUME", "OUTPUT", "REPORT",
 ]
 SEARCH = ["AOI", "START_DATE", "END_DATE", "CATALOG", "COLLECTION", "MAX_SCENE_CLOUD",
           "MAX_AOI_CLOUD", "INVALID_SCL", "DILATION", "CLOUD_MASK", "CLOUD_PROB", "OUTPUT"]
@@ -427,7 +427,8 @@ def test_advanced_options_are_flagged_and_read(provider, tmp_path):
     d = {p.name(): p for p in alg.parameterDefinitions()}
     advanced = {n for n, p in d.items() if p.flags() & FLAG_ADVANCED}
     assert advanced == {"INVALID_SCL", "DILATION", "CLOUD_MASK", "CLOUD_PROB", "TARGET_DATE",
-                        "SOURCE_BAND", "EXECUTOR", "RESUME", "MAX_READ_GB", "MAX_OUTPUT_GIB"}
+                        "SOURCE_BAND", "EXECUTOR", "RESUME", "MAX_READ_GB", "MAX_OUTPUT_GIB",
+                        "NORMALISE", "FEATHER_M"}
     assert d["CLOUD_MASK"].defaultValue() == 0 and d["CLOUD_PROB"].defaultValue() == 40
     assert len(d["CLOUD_MASK"].options()) == 4
     assert d["INVALID_SCL"].defaultValue() == "0,1,3,8,9,10"
