@@ -262,6 +262,7 @@ def _compose(params: MosaicParams, grid: Grid, chosen: Sequence[SceneReport], st
         if ledger is not None and ledger.skipped:
             progress.info(f"Resumed: {ledger.skipped} of {len(blocks)} block(s) were already "
                           "done")
+        progress.info(seams.describe(outcome.seam_stats))
         progress.info("Writing the Cloud-Optimized GeoTIFF")
         tags = output.tags(params, used, chosen)
         if period is not None:

@@ -529,6 +529,15 @@ def plan_seams(params, grid: Grid, passes: Sequence[Pass], options: Dict[str, ob
     return SeamSpec(feather_m=float(params.feather_m), fits=fits)
 
 
+def describe(stats: SeamStats) -> str:
+    """One line for the log."""
+    metric = stats.metric
+    if metric is None:
+        return "Seam metric: no seam between sources in the mosaic"
+    return (f"Seam metric {metric:.2f} (1.0 = invisible): mean step {stats.seam_step:.4f} "
+            f"across {stats.seam_pairs} seam pairs, {stats.inner_step:.4f} inside sources")
+
+
 def report(spec: SeamSpec, stats: SeamStats, bands: Sequence[str]) -> dict:
     """The seams section of the scene report's JSON header."""
     return {**stats.summary(), "feather_m": spec.feather_m, "normalised": bool(spec.fits),

@@ -270,7 +270,8 @@ def injected_against_the_median_pass(world, band, grid):
     return [(g / g_ref, o - g / g_ref * o_ref) for g, o in injected]
 
 
-def test_on_a_ground_that_stays_the_fit_recovers_the_injected_signature(seamed_world, runs):
+def test_on_a_ground_that_stays_the_fit_recovers_the_injected_signature(seamed_world, runs,
+                                                                       capsys):
     """The seamed world's passes with one unchanging ground (its date-to-date variation and
     green-up taken out), its clear observations fitted as the engine fits them: every
     pass's gain within 10 % relative and, at the band's median reflectance, the injected
@@ -308,6 +309,10 @@ def test_on_a_ground_that_stays_the_fit_recovers_the_injected_signature(seamed_w
             distortion.append((gain - 1) * x + offset)
             error.append((fit.gains[k] - 1) * x + fit.offsets[k] - distortion[-1])
     rms = float(np.sqrt(np.mean(np.square(error))) / np.sqrt(np.mean(np.square(distortion))))
+    with capsys.disabled():
+        print(f"\ncoefficients on an unchanging ground: gain error relative to the injected "
+              f"gain: median {np.median(gain_errors):.3f}, max {max(gain_errors):.3f}; rms "
+              f"error / rms distortion {rms:.2f}")
     assert max(gain_errors) <= 0.10
     assert rms <= 0.10
 
