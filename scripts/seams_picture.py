@@ -52,7 +52,7 @@ def main() -> int:
     rgb = [img[..., ::-1] for img in rgb]  # red, green, blue
     reference = rgb[1][rgb[1][..., 0] > 0]
     low, high = np.percentile(reference, 2, axis=0), np.percentile(reference, 98, axis=0)
-    fig, axes = plt.subplots(2, 2, figsize=(11, 8.6), dpi=100)
+    fig, axes = plt.subplots(2, 2, figsize=(11, 8.6), dpi=75)
     for ax, (title, data), img in zip(axes.ravel(), panels, rgb):
         shown = np.clip((img - low) / (high - low), 0, 1)
         shown[data[0] == 0] = 1.0
