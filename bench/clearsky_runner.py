@@ -51,6 +51,8 @@ def mosaic(spec: dict) -> dict:
         **_search_params(spec, spec["collection"]), output=out, bands=tuple(spec["bands"]),
         method=spec["case"], target_crs=spec["aoi"]["crs"], resolution=spec["resolution"],
         overwrite=True, block_size=int(spec.get("block_size", 512)),
+        # the same work as odc-stac: no radiometric normalisation, no feathering (seams)
+        normalise=False, feather_m=0.0,
     )
     workers = int(spec.get("dask_workers") or 0)
     worker_rss: dict = {}

@@ -342,6 +342,7 @@ def measure_qgis_process(spec: dict, assets, workdir: Path, aoi_km: float,
         "BANDS": ",".join(spec["bands"]), "OUTPUT_TYPE": 0,
         "TARGET_CRS": spec["aoi"]["crs"], "RESOLUTION": spec["resolution"],
         "OUTPUT": out, "REPORT": report,
+        "NORMALISE": "false", "FEATHER_M": 0,  # the same work as odc-stac (no seam blending)
     }
     if workers_param:
         params[workers_param] = spec["threads"]

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, List, Optional
 
-from pyproj import CRS, Geod, Transformer
+from pyproj import CRS, Geod
 from shapely import wkt as shapely_wkt
 from shapely.geometry import Polygon, box, shape
 from shapely.geometry.base import BaseGeometry
@@ -58,8 +58,9 @@ class Aoi:
         """The geometry in another CRS (lon/lat order for geographic CRSs)."""
         if CRS.from_user_input(crs) == CRS.from_user_input(self.crs):
             return self.geometry
-        tr = Transformer.from_crs(self.crs, crs, always_xy=True)
-        return transform_xy(tr.transform, self.geometry)
+        from .grid import transformer  # grid imports this module
+
+        return transform_xy(transformer(self.crs, crs).transform, self.geometry)
 
     @property
     def wgs84(self) -> BaseGeometry:

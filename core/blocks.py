@@ -34,6 +34,7 @@ from .output import encode
 from .plan import Pass
 from .reader import SceneReader
 from .scene import MASK_ASSETS, Scene
+from .seams import SeamSpec, SeamStats, compose
 from .tiles import TileCache
 
 Indexed = Tuple[int, Scene]
@@ -76,6 +77,7 @@ class BlockTask:
     part: Optional[str] = None  # write the block here (GeoTIFF) and return its path instead
     run_id: str = ""  # the run's shared read pools, when the task runs in its process
     memory_mb: int = 1024  # the run's budget: sizes the task's own tile cache elsewhere
+    seams: Optional[SeamSpec] = None  # normalisation, feathering, seam metric (core.seams)
 
 
 @dataclass
@@ -91,6 +93,7 @@ class BlockResult:
     part: Optional[str] = None  # the block's GeoTIFF part when the task wrote one (data empty)
     sha256: str = ""  # of the encoded block bytes
     failed: str = ""  # why no worker could compute the block (then data is nodata)
+    seams: SeamStats = field(default_factory=SeamStats)  # the block's seam metric sums
 
 
 def block_id(block: Block) -> str:
@@ -206,7 +209,11 @@ def run_block(task: BlockTask) -> BlockResult:
     with _gdal(task.gdal), _pools_for(task) as pools, io.thread_tiles(pools.tiles):
         reads = _SafeReads(SceneReader(spec.bands, task.mask, grid, pools.bands.map), task.skip)
         passes = [list(p.scenes) for p in task.passes]
-        if not spec.stacked:
+        stats = SeamStats()
+        if task.seams is not None:
+            values, count, source, contributed, stats = compose(
+                task, grid, target, reads, pools.passes.map, _native_first)
+        elif not spec.stacked:
             values, count, source, contributed = _best(grid, passes, target, spec, reads,
                                                        pools.passes, task.read_workers)
         else:
@@ -222,7 +229,7 @@ def run_block(task: BlockTask) -> BlockResult:
         block=task.block, data=data, aoi_pixels=int(target.sum()),
         filled=int((np.isfinite(values[0]) & target).sum()), contributed=contributed,
         broken=reads.broken, reads=reads.count, seconds=time.perf_counter() - started,
-        part=task.part, sha256=sha,
+        part=task.part, sha256=sha, seams=stats,
     )
 
 

@@ -178,7 +178,7 @@ def _tiles(read: _Read, grids: Sequence[Grid]) -> Tuple[int, int]:
             inv = ~ds.transform
             wanted: set = set()
             for grid in grids:
-                bounds = transform_bounds(grid.crs, ds.crs, *grid.bounds, densify_pts=21)
+                bounds = io.bounds_in(grid.crs, ds.crs, grid.bounds)
                 corners = [inv * (x, y) for x in (bounds[0], bounds[2])
                            for y in (bounds[1], bounds[3])]
                 cols = [c * width / ds.width for c, _ in corners]

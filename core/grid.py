@@ -6,6 +6,7 @@ Grids are snapped to multiples of the resolution so that two runs at one resolut
 
 from __future__ import annotations
 
+import functools
 import math
 import warnings
 from dataclasses import dataclass
@@ -151,12 +152,22 @@ def densify(geometry: BaseGeometry, parts: int = 64) -> BaseGeometry:
     return geometry
 
 
+def transformer(src_crs, dst_crs) -> Transformer:
+    """A (lon/lat order) pyproj Transformer, made once per CRS pair: making one takes tens
+    of milliseconds, and blocks and scenes ask for the same few pairs again and again."""
+    return _transformer(str(src_crs), str(dst_crs))
+
+
+@functools.lru_cache(maxsize=64)
+def _transformer(src: str, dst: str) -> Transformer:
+    return Transformer.from_crs(src, dst, always_xy=True)
+
+
 def reproject_geometry(geometry: BaseGeometry, src_crs: str, dst_crs: str) -> BaseGeometry:
     """`geometry` from src_crs to dst_crs (x/y = lon/lat order), densified first."""
     if CRS.from_user_input(src_crs) == CRS.from_user_input(dst_crs):
         return geometry
-    tr = Transformer.from_crs(src_crs, dst_crs, always_xy=True)
-    return transform_xy(tr.transform, densify(geometry))
+    return transform_xy(transformer(src_crs, dst_crs).transform, densify(geometry))
 
 
 def pixel_size_in_crs(aoi: Aoi, crs: CRS, metres: float) -> Tuple[float, float]:
@@ -228,7 +239,7 @@ def pixel_size_m(grid: Grid) -> float:
     col, row = grid.width / 2.0, grid.height / 2.0
     (x0, y0), (x1, y1), (x2, y2) = (grid.transform * p for p in ((col, row), (col + 1, row),
                                                                   (col, row + 1)))
-    to_lonlat = Transformer.from_crs(crs, "EPSG:4326", always_xy=True)
+    to_lonlat = transformer(crs, "EPSG:4326")
     (lon0, lon1, lon2), (lat0, lat1, lat2) = to_lonlat.transform([x0, x1, x2], [y0, y1, y2])
     geod = Geod(ellps="WGS84")
     dx = geod.inv(lon0, lat0, lon1, lat1)[2]

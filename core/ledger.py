@@ -45,6 +45,8 @@ def task_digest(task: BlockTask) -> str:
         "composite": {k: getattr(v, "value", v) for k, v in asdict(task.composite).items()},
         "mask": [sorted(task.mask.invalid), task.mask.dilation],
     }
+    if task.seams is not None:  # normalisation and feathering change the pixels too
+        description["seams"] = repr(task.seams)
     text = json.dumps(description, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()
 

@@ -17,11 +17,10 @@ from pathlib import Path
 from typing import Deque, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
-from pyproj import Transformer
 from shapely.geometry import Polygon, box
 from shapely.geometry.base import BaseGeometry
 
-from . import budget, io, output, stacitem
+from . import budget, io, output, seams, stacitem
 from .blocks import (
     BlockResult,
     BlockTask,
@@ -36,7 +35,7 @@ from .clouds import MaskRule
 from .errors import NoScenesError, ReadError
 from .estimate import Estimate, LimitError, output_estimate, read_estimate
 from .executors import Running, open_executor
-from .grid import Block, Grid, geometry_mask, output_grid, pixel_size_m
+from .grid import Block, Grid, geometry_mask, output_grid, pixel_size_m, transformer
 from .ledger import Ledger
 from .options import Method
 from .params import MosaicParams
@@ -128,9 +127,13 @@ class _Totals:
         self.written: List[PeriodOutput] = []
         self.failed: List[str] = []
         self.filled = self.aoi_pixels = self.resumed = 0
+        self.seams: List[dict] = []  # per period: the seam metric and the normalisation
 
     def add(self, outcome: _Outcome, chosen: Sequence[SceneReport], label: str,
             resumed: int) -> None:
+        if outcome.seam_spec is not None:
+            self.seams.append({"period": label, **seams.report(
+                outcome.seam_spec, outcome.seam_stats, outcome.bands)})
         for sid, pixels in outcome.contributed_by_id(chosen).items():
             self.contributed[sid] = self.contributed.get(sid, 0) + pixels
         for sid, why in outcome.broken_by_id(chosen).items():
@@ -143,6 +146,7 @@ class _Totals:
     def header(self, params: MosaicParams, figures: Estimate) -> dict:
         return {"output": str(params.output), "parameters": output.params_summary(params),
                 "failed_blocks": self.failed, "estimate": figures.summary(),
+                "seams": self.seams,
                 "periods": [{"name": w.name, "start": str(w.start), "end": str(w.end),
                              "output": str(w.output), "stac_item": str(w.stac_item),
                              "filled_fraction": round(w.filled_fraction, 6),
@@ -226,6 +230,8 @@ def _compose(params: MosaicParams, grid: Grid, chosen: Sequence[SceneReport], st
     """One composite of `chosen` into the COG `path`: blocks through the executor."""
     passes = plan_passes(chosen, start, end, params.target_date)
     outcome = _Outcome()
+    outcome.seam_spec = seams.plan_seams(params, grid, passes, options, progress)
+    outcome.bands = tuple(params.bands)
     sized = budget.blocks_for(params.memory_mb, len(passes), len(params.bands),
                               bool(params.statistics) or params.method is not Method.BEST,
                               params.block_size, running.memory_limit)
@@ -239,7 +245,8 @@ def _compose(params: MosaicParams, grid: Grid, chosen: Sequence[SceneReport], st
     ledger = Ledger(path) if params.resume else None
     with io.CogWriter(path, grid, len(names), output.dtype_of(params.output_type), 0,
                       params.overwrite) as out:
-        tasks = _tasks(params, grid, blocks, passes, options, outcome, run_id)
+        tasks = _tasks(params, grid, blocks, passes, options, outcome, run_id,
+                       outcome.seam_spec)
         total = grid.width * grid.height
         done_px = 0
         for task, result, cached in _run(running, tasks, options, progress, ledger,
@@ -260,6 +267,7 @@ def _compose(params: MosaicParams, grid: Grid, chosen: Sequence[SceneReport], st
         if ledger is not None and ledger.skipped:
             progress.info(f"Resumed: {ledger.skipped} of {len(blocks)} block(s) were already "
                           "done")
+        progress.info(seams.describe(outcome.seam_stats))
         progress.info("Writing the Cloud-Optimized GeoTIFF")
         tags = output.tags(params, used, chosen)
         if period is not None:
@@ -316,8 +324,12 @@ class _Outcome:
         self.broken: Dict[int, str] = {}
         self.failed: List[str] = []  # blocks no worker could compute, with why
         self.filled = self.aoi_pixels = 0
+        self.seam_spec: Optional[seams.SeamSpec] = None
+        self.seam_stats = seams.SeamStats()
+        self.bands: Tuple[str, ...] = ()
 
     def add(self, result: BlockResult) -> None:
+        self.seam_stats = self.seam_stats + result.seams
         for index, n in result.contributed.items():
             self.contributed[index] = self.contributed.get(index, 0) + n
         for index, why in result.broken.items():
@@ -335,8 +347,8 @@ class _Outcome:
 
 
 def _tasks(params: MosaicParams, grid: Grid, blocks: Sequence[Block], passes: Sequence[Pass],
-           options: Dict[str, object], outcome: _Outcome, run_id: str = ""
-           ) -> Iterator[BlockTask]:
+           options: Dict[str, object], outcome: _Outcome, run_id: str = "",
+           seam_spec: Optional[seams.SeamSpec] = None) -> Iterator[BlockTask]:
     """One task per block, made when submitted (so it skips scenes found broken so far)."""
     spec = CompositeSpec(params.method, params.percentile, tuple(params.bands),
                          params.output_type, params.count_band, params.source_band,
@@ -349,7 +361,8 @@ def _tasks(params: MosaicParams, grid: Grid, blocks: Sequence[Block], passes: Se
         yield BlockTask(
             block=block, passes=_relevant(light, block.grid), aoi=_near(aoi, block.grid),
             composite=spec, mask=rule, gdal=options, read_workers=params.max_workers,
-            skip=frozenset(outcome.broken), run_id=run_id,
+            skip=frozenset(outcome.broken), run_id=run_id, seams=seam_spec,
+            memory_mb=params.memory_mb,
         )
 
 
@@ -375,7 +388,7 @@ def _near(aoi: Optional[BaseGeometry], grid: Grid) -> Optional[BaseGeometry]:
 
 def _polygon_wgs84(grid: Grid) -> Polygon:
     minx, miny, maxx, maxy = grid.bounds
-    tr = Transformer.from_crs(grid.crs, "EPSG:4326", always_xy=True)
+    tr = transformer(grid.crs, "EPSG:4326")
     xs = np.linspace(minx, maxx, 5)
     ys = np.linspace(miny, maxy, 5)
     ring = (

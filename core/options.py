@@ -320,6 +320,19 @@ OPTIONS: Tuple[Option, ...] = (
     Option("source_band", "SOURCE_BAND", "Add a band naming the source scene", BOOL, False,
            "Best available pixel only: add a band with the number of the scene that gave each "
            "pixel (the numbers are listed in the file's CLEARSKY_SOURCES tag).", advanced=True),
+    Option("normalise", "NORMALISE", "Normalise the passes' radiometry", BOOL, True,
+           "Relative radiometric normalisation: before compositing, each pass gets a gain and "
+           "offset per band, fitted robustly (trimmed least squares) from its clear pixels "
+           "over the AOI against the median of the other passes there (read once, on a "
+           "coarse grid of at most 320 x 320 pixels), so passes imaged under other haze or "
+           "view angles match. Used when the mosaic has two passes or more; the report "
+           "lists the coefficients.", advanced=True),
+    Option("feather_m", "FEATHER_M", "Feather seams over (metres)", NUMBER, 200.0,
+           "Near the edge of a pass's clear pixels (cloud holes, swath and tile edges) its "
+           "weight falls off linearly over this distance, so neighbouring passes blend "
+           "instead of meeting at a hard edge: best pixel fills from the next passes, "
+           "median and percentiles blend in the statistic without the fading pass. 0 = "
+           "hard edges.", 0, 5000, advanced=True),
     Option("target_date", "TARGET_DATE", "Target date (best pixel tie-break)", DATE, None,
            "Best available pixel: among passes equally clear over the AOI, the one nearest "
            "this date comes first. Empty = the middle of the dates.",

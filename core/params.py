@@ -103,6 +103,8 @@ class MosaicParams(SearchParams):
     percentile: float = default("percentile")
     # several statistics from one read ('p25', 'mean', 'std'); () = `method` decides
     statistics: Tuple[str, ...] = default("statistics")
+    normalise: bool = default("normalise")  # relative radiometric normalisation (core.seams)
+    feather_m: float = default("feather_m")  # metres of blending at source edges; 0 = hard
     target_date: Optional[date] = default("target_date")  # None: middle of the dates
     count_band: bool = default("count_band")
     source_band: bool = default("source_band")

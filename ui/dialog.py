@@ -146,6 +146,7 @@ class ClearskyDialog(BASE, FORM):
             "statistics": self.statisticsEdit, "periods": self.periodsEdit,
             "max_read_gb": self.maxReadSpin, "max_output_gib": self.maxOutputSpin,
             "memory_mb": self.memorySpin,
+            "normalise": self.normaliseCheck, "feather_m": self.featherSpin,
         }
         self._setup_widgets()
         self._connect()

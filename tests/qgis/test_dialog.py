@@ -847,6 +847,7 @@ def test_add_scene_refuses_a_vrt_behind_the_visual_href(dlg, served, world, asse
     dlg.search()
     wait(dlg)
     dlg.sceneTable.selectRow(0)
+    wait_for_quicklook(dlg)  # its read must not refill GDAL's cache after the clear below
     vrt = ('<VRTDataset rasterXSize="1" rasterYSize="1"><VRTRasterBand dataType="Byte" '
            'band="1"><SimpleSource><SourceFilename>/etc/passwd</SourceFilename>'
            '</SimpleSource></VRTRasterBand></VRTDataset>')

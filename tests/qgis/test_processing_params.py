@@ -43,9 +43,9 @@ from clearsky.ui.layers import rgb_band_numbers, style_footprints_layer, style_m
 BUILD = [
     "AOI", "START_DATE", "END_DATE", "CATALOG", "COLLECTION", "MAX_SCENE_CLOUD", "MAX_AOI_CLOUD",
     "INVALID_SCL", "DILATION", "CLOUD_MASK", "CLOUD_PROB", "METHOD", "PERCENTILE", "PERCENTILES",
-    "BANDS", "OUTPUT_TYPE", "COUNT_BAND", "SOURCE_BAND", "TARGET_DATE", "TARGET_CRS", "RESOLUTION",
-    "CLIP_TO_AOI", "PERIODS", "MAX_READ_GB", "MAX_OUTPUT_GIB", "MEMORY_MB", "EXECUTOR", "RESUME",
-    "OUTPUT", "REPORT",
+    "BANDS", "OUTPUT_TYPE", "COUNT_BAND", "SOURCE_BAND", "NORMALISE", "FEATHER_M", "TARGET_DATE",
+    "TARGET_CRS", "RESOLUTION", "CLIP_TO_AOI", "PERIODS", "MAX_READ_GB", "MAX_OUTPUT_GIB",
+    "MEMORY_MB", "EXECUTOR", "RESUME", "OUTPUT", "REPORT",
 ]
 SEARCH = ["AOI", "START_DATE", "END_DATE", "CATALOG", "COLLECTION", "MAX_SCENE_CLOUD",
           "MAX_AOI_CLOUD", "INVALID_SCL", "DILATION", "CLOUD_MASK", "CLOUD_PROB", "MEMORY_MB",
@@ -429,7 +429,7 @@ def test_advanced_options_are_flagged_and_read(provider, tmp_path):
     advanced = {n for n, p in d.items() if p.flags() & FLAG_ADVANCED}
     assert advanced == {"INVALID_SCL", "DILATION", "CLOUD_MASK", "CLOUD_PROB", "TARGET_DATE",
                         "SOURCE_BAND", "EXECUTOR", "RESUME", "MAX_READ_GB", "MAX_OUTPUT_GIB",
-                        "MEMORY_MB"}
+                        "MEMORY_MB", "NORMALISE", "FEATHER_M"}
     assert d["MEMORY_MB"].defaultValue() == 1024 and d["MEMORY_MB"].minimum() == 128
     assert d["CLOUD_MASK"].defaultValue() == 0 and d["CLOUD_PROB"].defaultValue() == 40
     assert len(d["CLOUD_MASK"].options()) == 4

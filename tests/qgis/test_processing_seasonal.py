@@ -50,7 +50,10 @@ INPUTS = {"AOI": "aoi", "START_DATE": "start", "END_DATE": "end", "CATALOG": "ca
           "PERCENTILES": "percentiles", "PERIODS": "periods"}
 STATIC = {"COLLECTION": DEFAULT_COLLECTION, "MAX_SCENE_CLOUD": 100.0, "MAX_AOI_CLOUD": 100.0,
           "BANDS": "red,nir", "OUTPUT_TYPE": 0, "COUNT_BAND": True, "RESOLUTION": 10.0,
-          "CLIP_TO_AOI": True}
+          "CLIP_TO_AOI": True,
+          # pixels are checked against the truth of each pass: no seam blending (as in
+          # test_mosaic), which would move them towards their neighbours
+          "NORMALISE": False, "FEATHER_M": 0.0}
 RADIUS = MaskRule().radius_px(10.0)
 # 2.2 km x 1.6 km in the middle of the archive: two UTM zones, every pass.
 BOX = [[13.505, 52.333], [13.537, 52.333], [13.537, 52.347], [13.505, 52.347],
@@ -221,8 +224,10 @@ def test_model_in_process_with_model_inputs_and_with_static_values(model, provid
 
 
 ROWS = (  # what the user types into the two rows of the batch table
-    {"PERCENTILES": "25,50,75", "PERIODS": HALVES, "BANDS": "red,nir", "COUNT_BAND": True},
-    {"PERCENTILES": "10,90", "PERIODS": "month", "BANDS": "red,green,blue,nir"},
+    {"PERCENTILES": "25,50,75", "PERIODS": HALVES, "BANDS": "red,nir", "COUNT_BAND": True,
+     "NORMALISE": False, "FEATHER_M": 0.0},
+    {"PERCENTILES": "10,90", "PERIODS": "month", "BANDS": "red,green,blue,nir",
+     "NORMALISE": False, "FEATHER_M": 0.0},
 )
 
 

@@ -94,6 +94,9 @@ def mosaic_params(world, served, path, **overrides) -> MosaicParams:
         aoi=aoi, start=date(2024, 6, 1), end=date(2024, 6, 30), catalog_url=served.stac_url,
         output=path, bands=("red", "green", "blue", "nir"), max_scene_cloud=100.0,
         max_aoi_cloud=100.0, count_band=True, block_size=256,
+        # each pixel from one pass, as these tests check it against that pass's truth; the
+        # seam tools (on by default) are measured in tests/core/test_seams.py
+        normalise=False, feather_m=0.0,
     )
     values.update(overrides)
     return MosaicParams(**values)
