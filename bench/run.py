@@ -445,12 +445,11 @@ NOTES = """\
 ### How concurrency maps to simultaneous requests
 
 - **Clearsky, Python API**: `MosaicParams.max_workers = N` (and the GDAL options of
-  `gdal_options(N)`, given to both tools). In today's engine this sizes the two read pools
-  (N pass threads and N band threads) inside each of `BLOCKS_IN_FLIGHT` block threads, so
-  it *bounds* but does not *equal* the requests in flight; the engine rewrite under way is
-  to make it the one run-wide limit. The measured column is the check.
+  `gdal_options(N)`, given to both tools). It is the engine's one run-wide limit: every
+  tile fetch and header read holds one of N request slots, whatever the stage (AOI check,
+  blocks, estimate). The measured column is the check.
 - **Clearsky, qgis_process**: the same engine through `clearsky:buildmosaic`. When the
-  algorithm has no concurrency parameter (today), it runs at the engine's default
+  algorithm has no concurrency parameter (it has none), it runs at the engine's default
   `max_workers` (the "N given" column says which); the harness passes N as soon as a
   parameter whose name holds WORKER or CONCURREN appears in `qgis_process help`.
 - **odc-stac**: dask's threaded scheduler with `num_workers = N`. Each task reads one

@@ -344,7 +344,24 @@ def _read(ds, path: str, level: Optional[int], band: int, window: Window) -> np.
     tiles: Optional[TileCache] = getattr(_local, "tiles", None)
     if tiles is None:
         return ds.read(band, window=window)
-    return tiles.read(ds, _cache_key(path, level), band, window, limit=tiles.max_read)
+    key = _cache_key(path, level)
+    return tiles.read(ds, key, band, window, limit=tiles.max_read,
+                      span=_span(tiles, ds, key, band))
+
+
+def _span(tiles: TileCache, ds, key, band: int) -> Optional[Tuple[int, int]]:
+    """The tile columns of `ds` under the run's area (`TileCache.extent`), once per file."""
+    if tiles.extent is None:
+        return None
+    span = tiles.spans.get((key, band))
+    if span is None:
+        crs, bounds = tiles.extent
+        win = _window(ds, bounds_in(crs, ds.crs, bounds), 2, clip=True)
+        tw = int(ds.block_shapes[band - 1][1])
+        span = (-1, -2) if win is None else (int(win.col_off) // tw,
+                                             int(win.col_off + win.width - 1) // tw)
+        tiles.spans[(key, band)] = span
+    return span if span[1] >= span[0] else None
 
 
 # --- paths and open datasets ------------------------------------------------------------

@@ -77,6 +77,9 @@ def _build(params: MosaicParams, progress: Progress, executor: Optional[Executor
     # The output size is known from the grid: a run over the limit is refused before the
     # search reads a byte (the AOI cloud check's reads grow with the AOI too).
     grid = output_grid(params.aoi, params.target_crs, params.resolution)
+    tiles = io.current_tiles()
+    if tiles is not None:  # rows of source tiles are read ahead within the output's area
+        tiles.extent = (grid.crs, grid.bounds)
     figures = output_estimate(params, grid, len(targets))
     refusal = figures.refusal(params)
     if refusal is not None:

@@ -37,6 +37,9 @@ class TileCache:
                  ) -> None:
         self.budget = max(0, int(budget))
         self.max_read = max_read  # the most bytes one window read may allocate
+        # The run's area (crs, bounds): reads of a tile row extend to the row's tiles in it.
+        self.extent: Optional[Tuple[str, Tuple[float, float, float, float]]] = None
+        self.spans: Dict[Tuple[Hashable, int], Tuple[int, int]] = {}
         self.requests = threading.BoundedSemaphore(max(1, int(requests)))
         self._tiles: OrderedDict[TileKey, np.ndarray] = OrderedDict()
         self._fetching: Dict[TileKey, threading.Event] = {}
@@ -49,10 +52,14 @@ class TileCache:
     # --- public -------------------------------------------------------------------------
 
     def read(self, ds, key: Hashable, band: int, window: Window,
-             limit: Optional[int] = None) -> np.ndarray:
+             limit: Optional[int] = None, span: Optional[Tuple[int, int]] = None
+             ) -> np.ndarray:
         """`ds.read(band, window=window)` (the window lies inside the raster) from tiles.
 
-        `limit`: the most bytes the window may take (ReadError before allocating)."""
+        `limit`: the most bytes the window may take (ReadError before allocating).
+        `span`: the tile columns of this file that the run will read (its area): a fetch
+        of a row extends to the missing tiles of that row within it, so a row of tiles
+        costs one request instead of one per block that meets it."""
         th, tw = _tile_shape(ds, band)
         dtype = np.dtype(ds.dtypes[band - 1])
         h, w = int(window.height), int(window.width)
@@ -63,10 +70,11 @@ class TileCache:
         cols = range(c0 // tw, (c0 + w - 1) // tw + 1)
         keys = [(key, band, r, c) for r in rows for c in cols]
         got, mine, others = self._claim(keys)
+        extra = self._extend(mine, span, th * tw * dtype.itemsize) if span else []
         try:
-            got.update(self._fetch(ds, band, mine, (th, tw)))
+            got.update(self._fetch(ds, band, mine + extra, (th, tw)))
         finally:
-            self._release(mine)
+            self._release(mine + extra)
         for k in others:
             tile = self._await(k)
             got[k] = tile if tile is not None else self._fetch_one(ds, band, k, (th, tw))
@@ -113,6 +121,27 @@ class TileCache:
                     self._fetching[k] = threading.Event()
                     mine.append(k)
         return got, mine, others
+
+    def _extend(self, mine: List[TileKey], span: Tuple[int, int], tile_bytes: int
+                ) -> List[TileKey]:
+        """Claim the missing tiles beside each claimed row run, within `span`, while the
+        cache has room for them (half its budget): read-ahead along the row."""
+        extra: List[TileKey] = []
+        lo, hi = span
+        with self._lock:
+            room = self.budget // 2 - self._bytes
+            for key, band, r, c in sorted(mine):
+                for step in (-1, 1):
+                    n = c + step
+                    while lo <= n <= hi and room >= tile_bytes:
+                        k = (key, band, r, n)
+                        if k in self._tiles or k in self._fetching:
+                            break
+                        self._fetching[k] = threading.Event()
+                        extra.append(k)
+                        room -= tile_bytes
+                        n += step
+        return extra
 
     def _release(self, keys: List[TileKey]) -> None:
         with self._lock:

@@ -91,6 +91,22 @@ def test_tiles_are_decoded_once_and_shared_by_threads(tmp_path):
     assert tiles.stats()["fetched"] == 16
 
 
+def test_a_row_of_tiles_is_read_ahead_within_the_runs_area(tmp_path):
+    """A fetch in a row takes the row's other missing tiles inside the span in the same
+    read, so the next blocks along the row find them decoded."""
+    data = (np.arange(256 * 256, dtype="uint32").reshape(256, 256) % 60000 + 1).astype("uint16")
+    path = write_tiff(tmp_path / "r.tif", data, 10.0, tile=64)
+    tiles = TileCache(64 * 2**20)
+    with rasterio.open(path) as ds:
+        part = tiles.read(ds, "r", 1, rasterio.windows.Window(70, 10, 20, 20), span=(0, 2))
+        np.testing.assert_array_equal(part, data[10:30, 70:90])
+        assert tiles.stats()["fetched"] == 3  # tile columns 0..2 of row 0, not column 3
+        np.testing.assert_array_equal(
+            tiles.read(ds, "r", 1, rasterio.windows.Window(0, 0, 190, 60), span=(0, 2)),
+            data[0:60, 0:190])
+        assert tiles.stats()["fetched"] == 3 and tiles.stats()["hits"] == 3
+
+
 def test_a_header_claiming_huge_tiles_is_refused_before_allocating(tmp_path):
     path = write_tiff(tmp_path / "h.tif", np.ones((64, 64), "uint16"), 10.0, tile=16)
     raw = bytearray(path.read_bytes())
