@@ -94,7 +94,7 @@ def main(argv=None) -> int:
     world = year_world()
     t0 = time.perf_counter()
     root = year_archive(world)
-    print(f"archive {root} ready in {time.perf_counter() - t0:.1f} s "
+    print(f"archive {Path(root).name} ready in {time.perf_counter() - t0:.1f} s "
           f"(load {os.getloadavg()[0]:.1f})")
     rows = {"together": [], "separate": []}
     with ServedArchive(root, delay_ms=a.delay_ms) as served, \

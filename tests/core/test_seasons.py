@@ -15,6 +15,7 @@ from clearsky.core.errors import InvalidParameterError
 from clearsky.core.options import parse_statistics
 from clearsky.core.periods import split_periods
 from world.mosaic_truth import aoi_mask, mosaic_params, nan_percentile, read_mosaic, truth_for
+from world.rangelog import covered, ranges, served_bytes, span_bytes
 
 BANDS = ("red", "green", "blue", "nir")
 HALVES = "2024-06-01/2024-06-15,2024-06-16/2024-06-30"
@@ -97,49 +98,6 @@ def test_percentiles_take_over_the_single_statistic(world, served, tmp_path, qua
         assert np.array_equal(median[b], data[list(names).index(f"{band}_p50")])
 
 
-def _ranges(log):
-    """{path: [(first, last byte)]} of the data served, merged."""
-    spans = {}
-    for e in log:
-        if e.get("status") not in (200, 206) or not e.get("bytes"):
-            continue
-        text = str(e.get("range") or "")
-        if not text.startswith("bytes="):
-            spans.setdefault(e["path"], []).append((0, 1 << 62))
-            continue
-        for part in text[6:].split(","):
-            a, b = part.strip().split("-")
-            spans.setdefault(e["path"], []).append((int(a), int(b)))
-    return {p: _merge(v) for p, v in spans.items()}
-
-
-def _merge(spans):
-    out = []
-    for a, b in sorted(spans):
-        if out and a <= out[-1][1] + 1:
-            out[-1] = (out[-1][0], max(out[-1][1], b))
-        else:
-            out.append((a, b))
-    return out
-
-
-def _span_bytes(spans):
-    return sum(b - a + 1 for v in spans.values() for a, b in v)
-
-
-def _covered(inner, outer):
-    """Every byte range of `inner` lies in `outer`'s."""
-    for path, spans in inner.items():
-        for a, b in spans:
-            if not any(x <= a and b <= y for x, y in outer.get(path, [])):
-                return False
-    return True
-
-
-def _bytes(log):
-    return sum(int(e.get("bytes") or 0) for e in log)
-
-
 def test_periods_from_one_search_read_no_more_than_separate_runs(world, served, assets,
                                                                   tmp_path):
     params = mosaic_params(world, served, tmp_path / "halves.tif", statistics="25,50,75",
@@ -179,14 +137,14 @@ def test_periods_from_one_search_read_no_more_than_separate_runs(world, served, 
         # the same pixels as the period's file of the multi-period run
         with rasterio.open(single.output) as a, rasterio.open(result.outputs[n].output) as b:
             assert np.array_equal(a.read(), b.read())
-    union = _ranges([e for log in separate for e in log])
-    assert _covered(_ranges(together), union)
-    print(f"\ndistinct bytes: one run {_span_bytes(_ranges(together)) / 1e6:.2f} MB, union of "
-          f"the separate runs {_span_bytes(union) / 1e6:.2f} MB")
-    print(f"2 half-month periods x p25/p50/p75: one run {_bytes(together) / 1e6:.2f} MB in "
+    union = ranges([e for log in separate for e in log])
+    assert covered(ranges(together), union)
+    print(f"\ndistinct bytes: one run {span_bytes(ranges(together)) / 1e6:.2f} MB, union of "
+          f"the separate runs {span_bytes(union) / 1e6:.2f} MB")
+    print(f"2 half-month periods x p25/p50/p75: one run {served_bytes(together) / 1e6:.2f} MB in "
           f"{len(together)} requests, {together_s:.1f} s; separate runs "
-          f"{sum(_bytes(x) for x in separate) / 1e6:.2f} MB in "
+          f"{sum(served_bytes(x) for x in separate) / 1e6:.2f} MB in "
           f"{sum(len(x) for x in separate)} requests, {separate_s:.1f} s")
     # Raw totals can differ by a tile fetched twice by two threads at once (either run):
     # the claim is about which bytes are read, so compare distinct bytes.
-    assert _span_bytes(_ranges(together)) <= _span_bytes(union)
+    assert span_bytes(ranges(together)) <= span_bytes(union)
