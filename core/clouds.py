@@ -12,6 +12,7 @@ from dataclasses import dataclass, replace
 from typing import Callable, FrozenSet, Iterable, List, Optional, Tuple
 
 import numpy as np
+from rasterio.crs import CRS
 from rasterio.enums import Resampling
 from shapely.geometry import box
 
@@ -273,6 +274,10 @@ def aoi_scl_stats(scene: Scene, aoi: Aoi, invalid: Iterable[int], *,
                          cancelled=cancelled)
     if native is None:
         return 0.0, math.nan, 0
+    if native.resolution < SCL_RESOLUTION / 4 and CRS.from_user_input(native.crs).is_projected:
+        # a header claiming tiny pixels would make the chunks of a small AOI endless
+        raise ReadError(f"{href}: its pixels are {native.resolution:g} m, not the SCL's "
+                        f"{SCL_RESOLUTION:g} m; not read")
     if native.crs != scene.crs:  # the catalog's proj:epsg disagreed with the file
         geom = reproject_geometry(aoi.geometry, aoi.crs, native.crs)
     counts = _count_chunks(href, scene, geom, native, rule, chunk, False, allow_local,

@@ -142,6 +142,24 @@ def test_a_window_over_the_budget_is_refused_with_the_figures(tmp_path):
                                           ORIGIN[1]), CRS, allow_local=True)
 
 
+def test_an_scl_claiming_millimetre_pixels_is_refused_not_counted(tmp_path):
+    """A hostile header with 1 mm pixels would turn a 1 km AOI into 10^12 pixels of chunks."""
+    from datetime import datetime, timezone
+
+    from shapely.geometry import box
+
+    from clearsky.core import clouds
+    from clearsky.core.aoi import Aoi
+    from clearsky.core.scene import Radiometry, Scene
+
+    path = write_tiff(tmp_path / "scl.tif", np.full((64, 64), 4, "uint8"), 0.001)
+    scene = Scene("mm", "test", datetime(2024, 6, 1, tzinfo=timezone.utc), "sentinel-2a",
+                  "33UUU", CRS, box(0, 0, 1, 1), {"scl": str(path)}, Radiometry())
+    aoi = Aoi(box(ORIGIN[0], ORIGIN[1] - 1000, ORIGIN[0] + 1000, ORIGIN[1]), CRS)
+    with pytest.raises(ReadError, match="its pixels are 0.001 m, not the SCL's 20 m"):
+        clouds.aoi_scl_stats(scene, aoi, {8, 9}, allow_local=True)
+
+
 # --- the budget -----------------------------------------------------------------------------
 
 def test_the_same_check_in_one_window_would_exceed_it(big_scl):
