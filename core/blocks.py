@@ -25,7 +25,7 @@ import numpy as np
 import rasterio
 from shapely.geometry.base import BaseGeometry
 
-from . import composite, io
+from . import budget, composite, io
 from .clouds import MaskRule
 from .errors import ReadError
 from .grid import Block, Grid, geometry_mask
@@ -297,6 +297,7 @@ def _best(grid: Grid, passes: List[List[Indexed]], target: np.ndarray, spec: Com
         return count is None and not (target & ~clear).any()
 
     done = 0  # scenes of `flat` whose SCL was read
+    tried = np.full(grid.shape, -1, "int32")  # per pixel: last scene of `masked` tried
     while True:
         for n, index, scene, usable in _in_order(pool, mask, flat[done:], lookahead, covered):
             done += 1
@@ -307,7 +308,7 @@ def _best(grid: Grid, passes: List[List[Indexed]], target: np.ndarray, spec: Com
             if usable.any():
                 masked.append((index, scene, usable))
                 clear |= usable
-        _fill(best, masked, grid, target, reads, pool, contributed)
+        _fill(best, masked, grid, tried, target, reads, pool, contributed)
         if done >= len(flat) or not (target & ~best.filled).any():
             break
         clear[...] = best.filled  # a band left pixels invalid: mask further scenes
@@ -319,11 +320,12 @@ def _best(grid: Grid, passes: List[List[Indexed]], target: np.ndarray, spec: Com
 
 
 def _fill(best: composite.BestPixel, masked: List[Tuple[int, Scene, np.ndarray]], grid: Grid,
-          target: np.ndarray, reads: _SafeReads, pool: Optional[Executor],
-          contributed: Dict[int, int]) -> None:
+          tried: np.ndarray, target: np.ndarray, reads: _SafeReads,
+          pool: Optional[Executor], contributed: Dict[int, int]) -> None:
     """Each pixel takes the first scene, in plan order, whose SCL and bands are valid there:
-    a round reads, for every pixel still empty, the next scene not yet tried for it."""
-    tried = np.full(grid.shape, -1, "int32")  # position in `masked` of the last scene tried
+    a round reads, for every pixel still empty, the next scene not yet tried for it
+    (`tried`: per pixel, the position in `masked` of the last scene tried, kept across
+    calls so that no scene's bands are read twice for one pixel)."""
     while True:
         empty = target & ~best.filled
         claimed = np.zeros(grid.shape, bool)
@@ -346,7 +348,7 @@ def _fill(best: composite.BestPixel, masked: List[Tuple[int, Scene, np.ndarray]]
                     contributed[index] = contributed.get(index, 0) + filled
 
 
-READ_GROUP = 4  # scenes whose bands best pixel reads at once (their arrays are held)
+READ_GROUP = budget.BEST_READS  # scenes whose bands best pixel reads at once (held)
 
 
 def _groups(items: list, size: int) -> Iterator[list]:

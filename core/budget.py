@@ -22,6 +22,7 @@ MIN_SIDE = 16
 SIDE_STEP = 16
 CHECK_BYTES_PER_PIXEL = 24  # SCL, masks, dilation, probability layers of one 20 m pixel
 MIN_CHUNK, MAX_CHUNK = 256, 2048
+BEST_READS = 4  # band reads best pixel holds at once (blocks.READ_GROUP)
 STACK_COPIES = 3  # the passes' arrays, np.stack's copy, the percentile's sorted copy
 
 
@@ -33,8 +34,9 @@ class Blocks:
 
 def stack_bytes_per_pixel(passes: int, bands: int, stacked: bool) -> int:
     """Bytes one output pixel of a block holds while it is composited."""
-    if not stacked:  # best pixel: the result, the read being merged, masks
-        return 4 * bands * 2 + 16
+    if not stacked:  # best pixel: the result, the band reads in flight, one SCL mask per
+        #              scene masked (about two tiles per pass) and the count's per pass
+        return 4 * max(1, bands) * (1 + BEST_READS) + 3 * max(1, passes) + 24
     return 4 * max(1, passes) * max(1, bands) * STACK_COPIES + 2 * max(1, passes) + 16
 
 

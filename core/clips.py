@@ -149,7 +149,7 @@ def _clear_clips(
     try:
         with ThreadPoolExecutor(
             max_workers=params.max_workers, initializer=io.init_worker,
-            initargs=(io.current_options(),),
+            initargs=(io.current_options(), io.current_tiles()),
         ) as pool:
             for done, record in enumerate(pool.map(write, jobs)):
                 if record is not None:

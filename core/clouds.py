@@ -20,7 +20,14 @@ from . import budget, shadows
 from .aoi import Aoi
 from .errors import CancelledError, ReadError
 from .grid import Grid, geometry_mask, pixel_size_m, reproject_geometry
-from .io import current_options, init_worker, native_grid, read_native_window, read_to_grid
+from .io import (
+    current_options,
+    current_tiles,
+    init_worker,
+    native_grid,
+    read_native_window,
+    read_to_grid,
+)
 from .options import DEFAULT_INVALID_SCL, CloudMask, default
 from .progress import Progress, check_cancelled
 from .results import SceneReport
@@ -395,7 +402,8 @@ def check_aoi_clouds(scenes: List[Scene], aoi: Aoi, params, progress: Progress, 
 
     reports: List[Optional[SceneReport]] = [None] * len(scenes)
     with ThreadPoolExecutor(workers, thread_name_prefix="clearsky-scl",
-                            initializer=init_worker, initargs=(current_options(),)) as pool:
+                            initializer=init_worker,
+                            initargs=(current_options(), current_tiles())) as pool:
         futures = {pool.submit(one, s): i for i, s in enumerate(scenes)}
         done = 0
         try:

@@ -268,9 +268,9 @@ def init_worker(options: Optional[Dict[str, object]] = None,
                 tiles: Optional[TileCache] = None) -> None:
     """ThreadPoolExecutor initializer: keeps a GDAL env open for the thread's lifetime and
     lets the thread cache open datasets (they close when the worker thread ends). Its reads
-    go through `tiles` (default: the innermost active `run_tiles`)."""
+    go through `tiles` (pass `current_tiles()` of the thread that makes the pool)."""
     _local.caching = True
-    _local.tiles = tiles if tiles is not None else current_tiles()
+    _local.tiles = tiles
     if not rasterio.env.hasenv():
         options = dict(options or current_options())
         for key in _GLOBAL_ONLY:
@@ -280,29 +280,26 @@ def init_worker(options: Optional[Dict[str, object]] = None,
 
 # --- the run's tile cache ---------------------------------------------------------------
 
-_TILES: List[TileCache] = []  # run_tiles caches entered, innermost last
 TILE_SHARE = 0.25  # of the run's memory budget for decoded source tiles
 MIN_TILE_CACHE = 32 * 1024 * 1024
 
 
 @contextlib.contextmanager
 def run_tiles(memory_mb: int = 1024, requests: int = 16) -> Iterator[TileCache]:
-    """The run's shared tile cache (see `core.tiles`): worker threads started inside read
-    through it. Nested runs (a search inside a mosaic) share the outer one, so the AOI
-    check's SCL tiles serve the mosaic's blocks."""
-    with _ACTIVE_LOCK:
-        outer = _TILES[-1] if _TILES else None
+    """The run's shared tile cache (see `core.tiles`), owned by the calling thread: the
+    worker threads it starts read through it (`init_worker(options, current_tiles())`). A
+    run nested in the same thread (a search inside a mosaic) shares it, so the AOI check's
+    SCL tiles serve the mosaic's blocks; another run (another QGIS task) has its own."""
+    outer = getattr(_local, "run", None)
     if outer is not None:
         yield outer
         return
     cache = new_tiles(memory_mb, requests)
-    with _ACTIVE_LOCK:
-        _TILES.append(cache)
+    _local.run = cache
     try:
         yield cache
     finally:
-        with _ACTIVE_LOCK, contextlib.suppress(ValueError):
-            _TILES.remove(cache)
+        _local.run = None
         cache.clear()
 
 
@@ -314,8 +311,8 @@ def new_tiles(memory_mb: int = 1024, requests: int = 16) -> TileCache:
 
 
 def current_tiles() -> Optional[TileCache]:
-    with _ACTIVE_LOCK:
-        return _TILES[-1] if _TILES else None
+    """The tile cache reads of the calling thread go through: a worker's, else its run's."""
+    return getattr(_local, "tiles", None) or getattr(_local, "run", None)
 
 
 @contextlib.contextmanager

@@ -412,7 +412,7 @@ def _run(running: Running, tasks: Iterable[BlockTask], options: Dict[str, object
     own = running.executor is None
     pool = running.executor or ThreadPoolExecutor(
         max_workers=in_flight, thread_name_prefix="clearsky-block",
-        initializer=io.init_worker, initargs=(options,),
+        initializer=io.init_worker, initargs=(options, io.current_tiles()),
     )
     window = running.in_flight if running.executor is not None else in_flight
     pending: Deque[Tuple[BlockTask, Optional[Future], int, Optional[BlockResult]]] = deque()

@@ -250,7 +250,7 @@ def fit_normalisation(passes: Sequence[Pass], grid: Grid, aoi: Optional[BaseGeom
         return np.where(valid[None], values, np.nan).astype(np.float32)
 
     pool = ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="clearsky-fit",
-                              initializer=io.init_worker, initargs=(options,))
+                              initializer=io.init_worker, initargs=(options, io.current_tiles()))
     finished = False
     try:
         futures = [pool.submit(read, p) for p in passes]

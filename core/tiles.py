@@ -44,6 +44,7 @@ class TileCache:
         self._tiles: OrderedDict[TileKey, np.ndarray] = OrderedDict()
         self._fetching: Dict[TileKey, threading.Event] = {}
         self._bytes = 0
+        self._pending = 0  # bytes of read-ahead tiles claimed and not yet stored
         self._lock = threading.Lock()
         self.fetched = 0  # tiles decoded from fetched bytes
         self.hits = 0  # tiles served from memory
@@ -74,7 +75,7 @@ class TileCache:
         try:
             got.update(self._fetch(ds, band, mine + extra, (th, tw)))
         finally:
-            self._release(mine + extra)
+            self._release(mine + extra, len(extra) * th * tw * dtype.itemsize)
         for k in others:
             tile = self._await(k)
             got[k] = tile if tile is not None else self._fetch_one(ds, band, k, (th, tw))
@@ -129,7 +130,7 @@ class TileCache:
         extra: List[TileKey] = []
         lo, hi = span
         with self._lock:
-            room = self.budget // 2 - self._bytes
+            room = self.budget // 2 - self._bytes - self._pending
             for key, band, r, c in sorted(mine):
                 for step in (-1, 1):
                     n = c + step
@@ -140,11 +141,13 @@ class TileCache:
                         self._fetching[k] = threading.Event()
                         extra.append(k)
                         room -= tile_bytes
+                        self._pending += tile_bytes
                         n += step
         return extra
 
-    def _release(self, keys: List[TileKey]) -> None:
+    def _release(self, keys: List[TileKey], pending: int = 0) -> None:
         with self._lock:
+            self._pending -= pending
             for k in keys:
                 event = self._fetching.pop(k, None)
                 if event is not None:

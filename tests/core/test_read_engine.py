@@ -160,6 +160,38 @@ def test_an_scl_claiming_millimetre_pixels_is_refused_not_counted(tmp_path):
         clouds.aoi_scl_stats(scene, aoi, {8, 9}, allow_local=True)
 
 
+def test_best_pixel_reads_each_scenes_bands_once_when_a_clear_pixel_stays_invalid():
+    """A pixel the SCL calls clear but whose bands are invalid in every scene (dark water
+    below the offset): the SCL of scene after scene is read for it, each scene's bands once
+    (they were read again per new SCL, N(N+1)/2 times), and the rest of the block keeps
+    the first scene's values."""
+    from clearsky.core import blocks
+    from clearsky.core.blocks import CompositeSpec
+    from clearsky.core.options import Method, OutputType
+
+    grid = Grid(CRS, Affine(10, 0, ORIGIN[0], 0, -10, ORIGIN[1]), 4, 4)
+    band_reads = []
+
+    class Reads:
+        def usable(self, index, scene, grid, target):
+            return target.copy()
+
+        def reflectance(self, index, scene, grid, usable):
+            band_reads.append(index)
+            values = np.full((1, 4, 4), 0.01 * (index + 1), "float32")
+            valid = usable.copy()
+            valid[0, 0] = False  # never valid here
+            return values, valid
+
+    passes = [[(i, object())] for i in range(30)]
+    spec = CompositeSpec(Method.BEST, 25.0, ("red",), OutputType.REFLECTANCE)
+    values, _, _, contributed = blocks._best(grid, passes, np.ones((4, 4), bool), spec,
+                                             Reads(), None)
+    assert sorted(band_reads) == list(range(30))
+    assert np.isnan(values[0, 0, 0]) and np.allclose(values[0][1:], 0.01)
+    assert contributed == {0: 15}
+
+
 # --- the budget -----------------------------------------------------------------------------
 
 def test_the_same_check_in_one_window_would_exceed_it(big_scl):
@@ -241,7 +273,7 @@ AOI_CHECK_RSS = textwrap.dedent("""
             return next(int(line.split()[1]) for line in f if line.startswith("VmHWM"))
     before = peak_kb()
     with io.gdal_env(2), io.run_tiles(int(sys.argv[4]), 2):
-        io.init_worker()
+        io.init_worker(None, io.current_tiles())
         cov, cloud, n = clouds.aoi_scl_stats(scene, Aoi(box(*bounds), crs), rule.invalid,
                                              allow_local=True, rule=rule,
                                              chunk=int(sys.argv[5]))
