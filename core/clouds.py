@@ -35,6 +35,7 @@ from .scene import BAND_RESOLUTION, CLOUD, SCL, SNOW, Scene
 
 NODATA = 0
 SCL_RESOLUTION = 20.0  # metres: the dilation is counted in these pixels
+MAX_CHECK_PIXELS = 4 * 10**10  # SCL pixels of one scene's AOI check (a 4,000 km square)
 # Classes whose SCL outline misses a halo: grown by the dilation when they are invalid.
 CLOUD_LIKE = frozenset({3, 7, 8, 9, 10, 11})
 
@@ -285,6 +286,9 @@ def aoi_scl_stats(scene: Scene, aoi: Aoi, invalid: Iterable[int], *,
         # a header claiming tiny pixels would make the chunks of a small AOI endless
         raise ReadError(f"{href}: its pixels are {native.resolution:g} m, not the SCL's "
                         f"{SCL_RESOLUTION:g} m; not read")
+    if native.width * native.height > MAX_CHECK_PIXELS:  # any CRS: bounded time as well
+        raise ReadError(f"{href}: the AOI covers {native.width} x {native.height} of its "
+                        "pixels, more than an AOI cloud check counts; not read")
     if native.crs != scene.crs:  # the catalog's proj:epsg disagreed with the file
         geom = reproject_geometry(aoi.geometry, aoi.crs, native.crs)
     counts = _count_chunks(href, scene, geom, native, rule, chunk, False, allow_local,
