@@ -12,10 +12,12 @@ mosaic made of several passes shows their edges. Three tools, all numpy:
 - **Normalisation** (`fit_normalisation`, option NORMALISE): once per run, before the block
   phase, every pass is read on a coarse grid over the AOI (at most `COARSE_SIDE` pixels a
   side, so memory does not grow with the AOI), and for each pass and band a gain and
-  offset are fitted robustly (trimmed least squares) from its clear pixels against the
-  median of the other passes' clear pixels there (the composite of all passes, leaving the
-  pass itself out), twice. The blocks apply reflectance' = (reflectance - offset) / gain
-  to every observation before compositing; the report lists the coefficients.
+  offset are fitted robustly from its clear pixels against the median of the other passes'
+  clear pixels there (the composite of all passes, leaving the pass itself out), three
+  times: the gain from local contrast (trimmed slope of pixel differences, which smooth
+  haze and smooth ground change cannot bias), the offset as the median residual. The
+  blocks apply reflectance' = (reflectance - offset) / gain to every observation before
+  compositing; the report lists the coefficients.
 - **Feathering** (option FEATHER_M): each pass's clear-pixel mask is read on the block plus
   a halo of FEATHER_M, and its weight at a pixel is the distance to the edge of that mask
   (cloud edges, swath edges, tile edges) over FEATHER_M, at most 1, so a pass fades out
@@ -52,6 +54,7 @@ from .reader import SceneReader
 COARSE_SIDE = 320  # pixels per side of the normalisation grid, at most
 MIN_FIT_PIXELS = 200  # fewer clear overlapping pixels: the pass is left as it is
 TRIM = 2.5  # residuals beyond this many robust sigmas are left out of the fit
+GRADIENT_LAG = 3  # coarse pixels between the two pixels of a contrast pair (the gain's fit)
 FEATHER_NEAREST = 2  # stacks: the passes with the lowest weights that are blended
 
 
@@ -181,6 +184,53 @@ def robust_line(x: np.ndarray, y: np.ndarray) -> Tuple[float, float]:
     return gain, offset
 
 
+def robust_slope(dx: np.ndarray, dy: np.ndarray) -> Optional[float]:
+    """Slope of dy = gain * dx through the origin, least squares trimmed of outliers."""
+    dx, dy = dx.astype(np.float64), dy.astype(np.float64)
+    keep = np.ones(dx.shape, bool)
+    gain = None
+    for _ in range(6):
+        xs, ys = dx[keep], dy[keep]
+        energy = float(np.dot(xs, xs))
+        if xs.size < MIN_FIT_PIXELS or energy == 0.0:
+            return gain
+        gain = float(np.dot(xs, ys)) / energy
+        r = dy - gain * dx
+        sigma = 1.4826 * float(np.median(np.abs(r))) or 1e-9
+        new = np.abs(r) <= TRIM * sigma
+        if np.array_equal(new, keep):
+            break
+        keep = new
+    return gain
+
+
+def _differences(a: np.ndarray, lag: int) -> List[Tuple[np.ndarray, np.ndarray]]:
+    return [(a[lag:, :], a[:-lag, :]), (a[:, lag:], a[:, :-lag])]
+
+
+def fit_gain_offset(reference: np.ndarray, observed: np.ndarray, both: np.ndarray,
+                    lag: int = GRADIENT_LAG) -> Tuple[float, float]:
+    """(gain, offset) of observed = gain * reference + offset over the `both` pixels (h, w).
+
+    The gain comes from local contrast: differences between pixels `lag` apart, where both
+    are clear. A difference cancels whatever is smooth in space (a haze gradient, a ground
+    that changed evenly between the dates), so it cannot pass for gain, as it does in a
+    least-squares line whose gain and offset trade off over a narrow range of reflectance.
+    The offset is then the median residual. Too few neighbouring pairs (clear pixels in
+    specks): the trimmed least-squares line."""
+    dxs, dys = [], []
+    for (r1, r0), (o1, o0), (b1, b0) in zip(_differences(reference, lag),
+                                            _differences(observed, lag),
+                                            _differences(both, lag)):
+        pair = b1 & b0
+        dxs.append((r1 - r0)[pair])
+        dys.append((o1 - o0)[pair])
+    gain = robust_slope(np.concatenate(dxs), np.concatenate(dys))
+    if gain is None:
+        return robust_line(reference[both], observed[both])
+    return gain, float(np.median(observed[both].astype(np.float64) - gain * reference[both]))
+
+
 def _others_median(stack: np.ndarray, p: int) -> Tuple[np.ndarray, np.ndarray]:
     """Median of every pass but `p` (nb, h, w) and how many passes it has (h, w)."""
     others = np.delete(stack, p, axis=0)
@@ -212,7 +262,7 @@ def fit_stack(stack: np.ndarray, pass_ids: Sequence[str], iterations: int = 3
             if pixels[p] < MIN_FIT_PIXELS:
                 continue
             for b in range(nb):
-                g, o = robust_line(reference[b][both], stack[p, b][both])
+                g, o = fit_gain_offset(reference[b], stack[p, b], both)
                 if 0.5 <= g <= 2.0 and abs(o) <= 0.2:
                     new_g[p, b], new_o[p, b] = g, o
         gains, offsets = new_g, new_o

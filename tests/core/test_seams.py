@@ -232,7 +232,7 @@ def test_report_lists_the_coefficients_and_they_follow_the_injected_signature(
     by_pass = {f"{p.platform}_R{p.relative_orbit:03d}_{p.datetime:%Y%m%d}": p.index
                for p in seamed_world.passes}
     transform, shape, crs = result.transform, result.shape, result.crs
-    gain_errors, distortion, error = [], [], []
+    gain_errors, untouched, offset_errors, distortion, error = [], [], [], [], []
     for band in BANDS:
         injected = {f["pass"]: seamed_world.injected(by_pass[f["pass"]], band, crs, transform,
                                                      shape) for f in fits}
@@ -246,18 +246,26 @@ def test_report_lists_the_coefficients_and_they_follow_the_injected_signature(
             fitted_gain, fitted_offset = f["gain"][band], f["offset"][band]
             assert f["pixels"] > 1000
             gain_errors.append(abs(fitted_gain - gain) / gain)
+            untouched.append(abs(1.0 - gain) / gain)  # the gain error of no normalisation
+            offset_errors.append(abs(fitted_offset - offset))
             distortion.append((gain - 1) * x + offset)
             error.append((fitted_gain - 1) * x + fitted_offset - distortion[-1])
     distortion, error = np.abs(distortion), np.abs(error)
     rms = float(np.sqrt(np.mean(error ** 2)) / np.sqrt(np.mean(distortion ** 2)))
     with capsys.disabled():
         print(f"\ncoefficients: gain error relative to the injected gain: median "
-              f"{np.median(gain_errors):.3f}, max {np.max(gain_errors):.3f}; correction at the "
+              f"{np.median(gain_errors):.3f}, max {np.max(gain_errors):.3f} (no normalisation: "
+              f"median {np.median(untouched):.3f}, max {np.max(untouched):.3f}); offset error "
+              f"median {np.median(offset_errors):.4f}, max {np.max(offset_errors):.4f}; "
+              f"correction at the "
               f"median reflectance: injected |distortion| median {np.median(distortion):.4f}, "
               f"error median {np.median(error):.4f} max {np.max(error):.4f}, rms error / rms "
               f"distortion {rms:.2f}")
-    assert np.median(gain_errors) <= 0.10
-    assert rms <= 0.6  # most of the injected distortion is found (the rest: ground change)
+    # gains from local contrast: every one within 10 % relative, and closer than leaving
+    # the passes as they are (which is within 6 % too: the injected gains are 0.96-1.04)
+    assert max(gain_errors) <= 0.10
+    assert np.median(gain_errors) <= 0.6 * np.median(untouched)  # measured: 0.5
+    assert rms <= 0.5  # most of the injected distortion is found (the rest: ground change)
 
 
 def injected_against_the_median_pass(world, band, grid):
@@ -275,7 +283,7 @@ def test_on_a_ground_that_stays_the_fit_recovers_the_injected_signature(seamed_w
     """The seamed world's passes with one unchanging ground (its date-to-date variation and
     green-up taken out), its clear observations fitted as the engine fits them: every
     pass's gain within 10 % relative and, at the band's median reflectance, the injected
-    distortion found to 10 % (rms). With the archive's changing ground it is 30 %
+    distortion found to 10 % (rms). With the archive's changing ground it is 39 %
     (test above): the difference is the ground's own change, not the fit."""
     from world.seams import SeamedWorld
 
