@@ -145,6 +145,23 @@ class ReadPools:
             ThreadPoolExecutor(max_workers=workers, thread_name_prefix=f"clearsky-{kind}",
                                initializer=io.init_worker, initargs=(options, tiles))
             for kind in ("pass", "band"))
+        self.ahead = max(1, workers)
+
+    def map_passes(self, func: Callable, items: Sequence) -> Iterator:
+        """`func` over `items` on the pass pool, results in order, at most `ahead` of them
+        submitted and not yet consumed: Executor.map submits them all, so one stalled
+        read would let every other pass's arrays pile up behind it."""
+        pending: Deque[Future] = deque()
+        try:
+            for item in items:
+                pending.append(self.passes.submit(func, item))
+                if len(pending) >= self.ahead:
+                    yield pending.popleft().result()
+            while pending:
+                yield pending.popleft().result()
+        finally:
+            for future in pending:
+                future.cancel()
 
     def shutdown(self, wait: bool = True) -> None:
         for pool in (self.passes, self.bands):
@@ -212,14 +229,14 @@ def run_block(task: BlockTask) -> BlockResult:
         stats = SeamStats()
         if task.seams is not None:
             values, count, source, contributed, stats = compose(
-                task, grid, target, reads, pools.passes.map, _native_first)
+                task, grid, target, reads, pools.map_passes, _native_first)
         elif not spec.stacked:
             values, count, source, contributed = _best(grid, passes, target, spec, reads,
                                                        pools.passes, task.read_workers)
         else:
             ordered = [_native_first(scenes, grid.crs) for scenes in passes]
             values, count, source, contributed = _stack(
-                grid, ordered, target, spec, reads, pools.passes.map)
+                grid, ordered, target, spec, reads, pools.map_passes)
     data = encode(values, target, count, source, spec.output_type)
     sha = digest(data)
     if task.part is not None:
@@ -424,7 +441,7 @@ def _stack(grid: Grid, passes: List[List[Indexed]], target: np.ndarray, spec: Co
     `mapper` (a pool's map) reads the passes concurrently; results come back in order."""
     count = np.zeros(grid.shape, "uint16") if spec.count_band else None
     contributed: Dict[int, int] = {}
-    stack: List[np.ndarray] = []
+    stack = composite.Stack(len(passes), len(spec.bands), grid.shape)
     for observations, owners in mapper(
         lambda scenes: _read_pass(scenes, grid, target, reads), passes
     ):
@@ -437,15 +454,16 @@ def _stack(grid: Grid, passes: List[List[Indexed]], target: np.ndarray, spec: Co
                 contributed[index] = contributed.get(index, 0) + int(new.sum())
             taken |= valid
         values, valid = composite.merge_pass(observations)
-        stack.append(values)
+        stack.add(values)
+        del observations, values
         if count is not None:
             count += valid.astype("uint16")
-    if stack and spec.statistics:
-        stats = composite.reduce_statistics(np.stack(stack), spec.statistics)
+    if stack.n and spec.statistics:
+        stats = composite.reduce_statistics(stack.view(), spec.statistics)
         values = stats.reshape((-1,) + grid.shape)  # statistic by statistic, then band
-    elif stack:
+    elif stack.n:
         percentile = 50.0 if spec.method is Method.MEDIAN else spec.percentile
-        values = composite.reduce_stack(np.stack(stack), spec.method.value, percentile)
+        values = composite.reduce_stack(stack.view(), spec.method.value, percentile)
     else:
         values = np.full((spec.value_bands,) + grid.shape, np.nan, "float32")
     return values, count, None, contributed

@@ -23,7 +23,7 @@ SIDE_STEP = 16
 CHECK_BYTES_PER_PIXEL = 24  # SCL, masks, dilation, probability layers of one 20 m pixel
 MIN_CHUNK, MAX_CHUNK = 256, 2048
 BEST_READS = 4  # band reads best pixel holds at once (blocks.READ_GROUP)
-STACK_COPIES = 3  # the passes' arrays, np.stack's copy, the percentile's sorted copy
+PASSES_AHEAD = 16  # pass reads a stacked block holds before they join the stack (workers)
 
 
 @dataclass(frozen=True)
@@ -32,25 +32,47 @@ class Blocks:
     in_flight: int  # blocks computed at once
 
 
-def stack_bytes_per_pixel(passes: int, bands: int, stacked: bool) -> int:
+def stack_bytes_per_pixel(passes: int, bands: int, stacked: bool,
+                          feathered: bool = False) -> int:
     """Bytes one output pixel of a block holds while it is composited."""
+    n, nb = max(1, passes), max(1, bands)
     if not stacked:  # best pixel: the result, the band reads in flight, one SCL mask per
         #              scene masked (about two tiles per pass) and the count's per pass
-        return 4 * max(1, bands) * (1 + BEST_READS) + 3 * max(1, passes) + 24
-    return 4 * max(1, passes) * max(1, bands) * STACK_COPIES + 2 * max(1, passes) + 16
+        return 4 * nb * (1 + BEST_READS) + 3 * n + 24
+    # the stack (written in place), the masks per pass, one band's sorted copy, its NaN
+    # mask and counts, the pass reads not yet stacked (their bands and masks, merged) and
+    # the count band
+    held = 4 * n * nb + n + 4 * n + 3 * n + PASSES_AHEAD * (8 * nb + 4) + 64
+    if feathered:  # weights per pass, the fading weights, the passes left out, temporaries
+        held += 4 * n + 4 * n + n + 2 * n
+    return held
 
 
 def blocks_for(memory_mb: int, passes: int, bands: int, stacked: bool, largest: int = 512,
-               worker_memory: Optional[int] = None, in_flight: int = 2) -> Blocks:
+               worker_memory: Optional[int] = None, in_flight: int = 2,
+               feathered: bool = False, grid_side: Optional[int] = None) -> Blocks:
     """Block side and blocks in flight that keep the blocks within the budget's share
-    (and within a quarter of a Dask worker's memory when the cluster says)."""
-    per_pixel = stack_bytes_per_pixel(passes, bands, stacked)
+    (and within a quarter of a Dask worker's memory when the cluster says).
+
+    Two blocks in flight overlap one block's reads with the other's compositing; but
+    when the budget allows the whole grid (`grid_side`, its longer side) as one block
+    only alone, one block is chosen: every block reads every source tile it touches, and
+    when the tiles of many passes outgrow the tile cache, each extra block fetches them
+    again."""
+    per_pixel = stack_bytes_per_pixel(passes, bands, stacked, feathered)
     budget = memory_mb * MB * BLOCK_SHARE
     if worker_memory:
         budget = min(budget * in_flight, worker_memory / 4 * in_flight)
+
+    def side_for(n: int) -> int:
+        return int(math.sqrt(budget / n / per_pixel)) // SIDE_STEP * SIDE_STEP
+
     for n in range(max(1, in_flight), 0, -1):
-        side = int(math.sqrt(budget / n / per_pixel)) // SIDE_STEP * SIDE_STEP
+        side = side_for(n)
         if side >= MIN_SIDE:
+            if (n > 1 and grid_side is not None and side < grid_side <= largest
+                    and grid_side * grid_side * per_pixel <= budget):
+                return Blocks(grid_side, 1)
             return Blocks(min(largest, side), n)
     need = math.ceil(MIN_SIDE * MIN_SIDE * per_pixel / BLOCK_SHARE / MB)
     raise InvalidParameterError(

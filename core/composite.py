@@ -5,7 +5,7 @@ Reflectance arrays are float32 (bands, rows, cols) with NaN for "no valid observ
 
 from __future__ import annotations
 
-from typing import Sequence, Tuple
+from typing import Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -73,12 +73,46 @@ def _quantile_sorted(s: np.ndarray, counts: np.ndarray, q: float) -> np.ndarray:
     return out.astype(np.float32, copy=False)
 
 
-def reduce_stack(values: np.ndarray, method: str, percentile: float = 50) -> np.ndarray:
+class Stack:
+    """A block's observations, written into one preallocated array as they arrive.
+
+    A list of arrays joined by np.stack holds every observation twice at its peak; this
+    holds it once. Slots never written are never touched, so they take no memory."""
+
+    def __init__(self, capacity: int, nbands: int, shape: Tuple[int, int],
+                 dtype: str = "float32") -> None:
+        self.data = np.empty((max(1, capacity), nbands, *shape), dtype=dtype)
+        self.n = 0
+
+    def add(self, values: np.ndarray) -> None:
+        self.data[self.n] = values
+        self.n += 1
+
+    def view(self) -> np.ndarray:
+        return self.data[: self.n]
+
+
+def _band_sorted(values: np.ndarray, b: int, drop: Optional[np.ndarray],
+                 sort: bool = True) -> np.ndarray:
+    """Band b of the stack sorted along it (NaN last), `drop` (n, h, w) left out: one copy."""
+    if drop is not None:
+        band = np.where(drop, np.float32(np.nan), values[:, b])
+    else:
+        band = values[:, b].copy() if sort else values[:, b]
+    if sort:
+        band.sort(axis=0)
+    return band
+
+
+def reduce_stack(values: np.ndarray, method: str, percentile: float = 50,
+                 drop: Optional[np.ndarray] = None) -> np.ndarray:
     """Per-pixel median or percentile over the valid (non-NaN) observations of a stack.
 
-    values: float32 (n, nb, h, w); returns float32 (nb, h, w), NaN where no observation.
-    Sorts along the stack (NaN last) and interpolates between the two ranks like numpy's
-    default 'linear' method: same numbers as np.nanpercentile, much faster, no warnings.
+    values: float32 (n, nb, h, w); returns float32 (nb, h, w), NaN where no observation;
+    `drop` (bool (n, h, w)) leaves observations out as if they were NaN, without a copy
+    of the stack. Sorts along the stack (NaN last) and interpolates between the two ranks
+    like numpy's default 'linear' method: same numbers as np.nanpercentile, much faster,
+    no warnings.
     """
     method = getattr(method, "value", method)
     if method == "median":
@@ -93,12 +127,12 @@ def reduce_stack(values: np.ndarray, method: str, percentile: float = 50) -> np.
     n, nb = values.shape[:2]
     out = np.empty(values.shape[1:], dtype=np.float32)
     for b in range(nb):  # one band at a time keeps the sorted copy small
-        band = values[:, b]
+        ordered = _band_sorted(values, b, drop)
         if n == 1:
-            out[b] = band[0]
+            out[b] = ordered[0]
             continue
-        counts = np.count_nonzero(~np.isnan(band), axis=0)
-        out[b] = _quantile_sorted(np.sort(band, axis=0), counts, q)
+        counts = np.count_nonzero(~np.isnan(ordered), axis=0)
+        out[b] = _quantile_sorted(ordered, counts, q)
     return out
 
 
@@ -109,13 +143,15 @@ def statistic_label(statistic: str) -> str:
     return statistic if statistic == "mean" else f"{statistic[1:]}th percentile"
 
 
-def reduce_statistics(values: np.ndarray, statistics: Sequence[str]) -> np.ndarray:
+def reduce_statistics(values: np.ndarray, statistics: Sequence[str],
+                      drop: Optional[np.ndarray] = None) -> np.ndarray:
     """Several per-pixel statistics of one stack, sorted once per band.
 
     values: float32 (n, nb, h, w) with NaN for no observation; statistics: names such as
     'p25', 'p50', 'mean', 'std' (population standard deviation). Returns float32
-    (len(statistics), nb, h, w), NaN where a pixel has no observation. Percentiles are
-    numpy's 'linear' ones, exactly as `reduce_stack` computes them.
+    (len(statistics), nb, h, w), NaN where a pixel has no observation; `drop` as in
+    `reduce_stack`. Percentiles are numpy's 'linear' ones, exactly as `reduce_stack`
+    computes them.
     """
     values = np.asarray(values, dtype=np.float32)
     n, nb = values.shape[:2]
@@ -129,13 +165,12 @@ def reduce_statistics(values: np.ndarray, statistics: Sequence[str]) -> np.ndarr
         if s not in ("mean", "std"):
             raise ValueError(f"Unknown statistic {s!r}: use pNN, 'mean' or 'std'")
     for b in range(nb):
-        band = values[:, b]
+        band = _band_sorted(values, b, drop, sort=bool(quantiles) and n > 1)
         valid = ~np.isnan(band)
         counts = np.count_nonzero(valid, axis=0)
         if quantiles:
-            ordered = np.sort(band, axis=0) if n > 1 else band
             for i, q in quantiles:
-                out[i, b] = _quantile_sorted(ordered, counts, q) if n > 1 else band[0]
+                out[i, b] = _quantile_sorted(band, counts, q) if n > 1 else band[0]
         if moments:
             with np.errstate(invalid="ignore", divide="ignore"):
                 total = np.where(valid, band, 0).sum(axis=0, dtype=np.float64)

@@ -237,7 +237,9 @@ def _compose(params: MosaicParams, grid: Grid, chosen: Sequence[SceneReport], st
     outcome.bands = tuple(params.bands)
     sized = budget.blocks_for(params.memory_mb, len(passes), len(params.bands),
                               bool(params.statistics) or params.method is not Method.BEST,
-                              params.block_size, running.memory_limit)
+                              params.block_size, running.memory_limit,
+                              feathered=params.feather_m > 0,
+                              grid_side=max(grid.width, grid.height))
     _check_margin(params, grid, passes, sized.side)
     blocks = grid.blocks(sized.side)
     progress.info(

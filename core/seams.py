@@ -483,12 +483,12 @@ def _best(task, spec: SeamSpec, grid: Grid, target: np.ndarray, reads):
     return out, count, src, contributed, stats
 
 
-def _reduce(stack: np.ndarray, cspec) -> np.ndarray:
+def _reduce(stack: np.ndarray, cspec, drop: Optional[np.ndarray] = None) -> np.ndarray:
     if cspec.statistics:
-        stats = composite.reduce_statistics(stack, cspec.statistics)
+        stats = composite.reduce_statistics(stack, cspec.statistics, drop)
         return stats.reshape((-1,) + stack.shape[2:])
     percentile = 50.0 if cspec.method is Method.MEDIAN else cspec.percentile
-    return composite.reduce_stack(stack, cspec.method.value, percentile)
+    return composite.reduce_stack(stack, cspec.method.value, percentile, drop)
 
 
 def _stack(task, spec: SeamSpec, grid: Grid, target: np.ndarray, reads, mapper: Callable,
@@ -497,7 +497,10 @@ def _stack(task, spec: SeamSpec, grid: Grid, target: np.ndarray, reads, mapper: 
     halo, feather_px = _halo_px(spec, grid)
     count = np.zeros(grid.shape, "uint16") if cspec.count_band else None
     contributed: Dict[int, int] = {}
-    layers, weights, valids = [], [], []
+    n = len(ordered)
+    layers = composite.Stack(n, len(cspec.bands), grid.shape)
+    weights = composite.Stack(n if feather_px > 0 else 0, 1, grid.shape)
+    valids = composite.Stack(n, 1, grid.shape, "bool")
     for values, valid, usable_halo, _seen, owners in mapper(
         lambda item: _read_pass_halo(item[1], item[0], spec, grid, halo, target, reads,
                                      len(cspec.bands)),
@@ -507,19 +510,21 @@ def _stack(task, spec: SeamSpec, grid: Grid, target: np.ndarray, reads, mapper: 
             continue
         for index, new in owners:
             contributed[index] = contributed.get(index, 0) + int(new.sum())
-        layers.append(values)
-        valids.append(valid)
-        weights.append(np.where(valid, feather_weight(usable_halo, halo, feather_px), 0.0))
+        layers.add(values)
+        valids.add(valid)
+        if feather_px > 0:
+            weights.add(np.where(valid, feather_weight(usable_halo, halo, feather_px), 0.0))
+        del values, usable_halo
         if count is not None:
             count += valid.astype("uint16")
-    if not layers:
+    if not layers.n:
         out = np.full((cspec.value_bands,) + grid.shape, np.nan, "float32")
         return out, count, None, contributed, SeamStats()
-    stack = np.stack(layers)
-    valid = np.stack(valids)
+    stack = layers.view()
+    valid = valids.view()[:, 0]
     out = _reduce(stack, cspec)
     if feather_px > 0:
-        out = _feathered(stack, valid, np.stack(weights), out, cspec)
+        out = _feathered(stack, valid, weights.view()[:, 0], out, cspec)
     stats = seam_stats(out, set_labels(valid), target)
     return out, count, None, contributed, stats
 
@@ -529,14 +534,14 @@ def _feathered(stack: np.ndarray, valid: np.ndarray, weights: np.ndarray, full: 
     """Blend the statistic of every observed set with those of the sets without the
     `FEATHER_NEAREST` passes of lowest weight (below 1), multilinearly in their weights."""
     n = stack.shape[0]
-    low = np.where(valid & (weights < 1.0), weights, np.inf)  # observed passes that fade
-    order = np.argsort(low, axis=0, kind="stable")[:FEATHER_NEAREST]
+    low = np.where(valid & (weights < 1.0), weights, np.float32(np.inf))  # passes that fade
     chosen = []
-    for k in range(min(FEATHER_NEAREST, n)):
-        idx = order[k]
+    for _ in range(min(FEATHER_NEAREST, n)):  # the lowest weights, first index on ties
+        idx = np.argmin(low, axis=0)
         w = np.take_along_axis(weights, idx[None], axis=0)[0]
         fading = np.isfinite(np.take_along_axis(low, idx[None], axis=0)[0])
         chosen.append((idx, np.where(fading, w, 1.0), fading))
+        np.put_along_axis(low, idx[None], np.float32(np.inf), axis=0)
     if not any(f.any() for _, _, f in chosen):
         return full
     acc = np.zeros(full.shape, np.float64)
@@ -552,7 +557,7 @@ def _feathered(stack: np.ndarray, valid: np.ndarray, weights: np.ndarray, full: 
                 coeff *= w
         if not coeff.any():
             continue
-        part = full if pattern == 0 else _reduce(np.where(drop[:, None], np.nan, stack), cspec)
+        part = full if pattern == 0 else _reduce(stack, cspec, drop)
         ok = np.isfinite(part).all(axis=0) & (coeff > 0)
         acc += np.where(ok, coeff, 0.0) * np.nan_to_num(part)
         total += np.where(ok, coeff, 0.0)

@@ -9,8 +9,10 @@ import pytest
 
 from clearsky.core.composite import (
     BestPixel,
+    Stack,
     count_valid,
     merge_pass,
+    reduce_statistics,
     reduce_stack,
     to_uint16,
     to_visual,
@@ -135,3 +137,28 @@ def test_to_visual_stretches_0_to_0_3_onto_1_to_255():
     assert out.dtype == np.uint8
     np.testing.assert_array_equal(out, [0, 1, 1, 128, 255, 255])
     assert to_visual(np.float32([0.5]), max_reflectance=0.5)[0] == 255
+
+
+def test_observations_left_out_by_drop_are_as_if_they_were_nan():
+    """`drop` spares the feathering a copy of the stack per set of passes left out; the
+    numbers must be those of the stack with the dropped observations NaN."""
+    values = random_stack(n=11, nb=3, seed=4)
+    drop = np.random.default_rng(5).random((11, 40, 50)) < 0.3
+    nan_copy = np.where(drop[:, None], np.float32(np.nan), values)
+    for method, q in (("median", 50), ("percentile", 20), ("percentile", 90)):
+        got = reduce_stack(values, method, q, drop=drop)
+        np.testing.assert_array_equal(got, reduce_stack(nan_copy, method, q))
+    stats = ["p25", "mean", "std", "p75"]
+    np.testing.assert_array_equal(reduce_statistics(values, stats, drop=drop),
+                                  reduce_statistics(nan_copy, stats))
+    before = values.copy()
+    reduce_stack(values, "median")
+    np.testing.assert_array_equal(values, before)  # the stack itself is never reordered
+
+
+def test_a_stack_holds_what_was_added_in_order():
+    stack = Stack(5, 2, (3, 4))
+    for k in range(3):
+        stack.add(np.full((2, 3, 4), k, "float32"))
+    assert stack.view().shape == (3, 2, 3, 4)
+    assert [float(stack.view()[k, 1, 2, 3]) for k in range(3)] == [0.0, 1.0, 2.0]

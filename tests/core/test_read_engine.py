@@ -219,6 +219,86 @@ def test_blocks_hold_the_budget_whatever_the_passes(passes):
     assert sized.side >= budget.MIN_SIDE
 
 
+def test_a_grid_that_fits_one_block_only_alone_is_one_block():
+    """1,000 passes over a 140 px AOI: in 96 px blocks (two in flight) every block would
+    fetch every tile of every pass again (they outgrow the tile cache); one 140 px block
+    fetches them once, and still holds the budget."""
+    two = budget.blocks_for(1024, 1000, 4, stacked=True)
+    assert two.in_flight == 2 and two.side < 140
+    assert budget.blocks_for(1024, 1000, 4, stacked=True, grid_side=two.side) == two
+    one = budget.blocks_for(1024, 1000, 4, stacked=True, grid_side=140)
+    assert one == budget.Blocks(140, 1)
+    assert 140 ** 2 * budget.stack_bytes_per_pixel(1000, 4, True) <= \
+        1024 * 2**20 * budget.BLOCK_SHARE
+    assert budget.blocks_for(1024, 1000, 4, stacked=True, grid_side=400) == two  # too large
+    assert budget.blocks_for(1024, 10, 4, stacked=True, grid_side=2000) == \
+        budget.Blocks(512, 2)
+
+
+@pytest.mark.parametrize("feather", [False, True])
+def test_a_stacked_block_composites_within_its_bytes_per_pixel(feather):
+    """The block budget's per-pixel figure against what numpy allocates (tracemalloc)
+    while 300 passes are stacked, reduced and, with feathering, blended."""
+    import tracemalloc
+    from types import SimpleNamespace
+
+    from clearsky.core import composite, seams
+    from clearsky.core.params import Method
+
+    n, nb, h, w = 300, 4, 48, 48
+    rng = np.random.default_rng(3)
+    cspec = SimpleNamespace(statistics=(), method=Method.MEDIAN, percentile=50.0)
+    tracemalloc.start()
+    try:
+        stack = composite.Stack(n, nb, (h, w))
+        valids = composite.Stack(n, 1, (h, w), "bool")
+        weights = composite.Stack(n if feather else 0, 1, (h, w))
+        for _ in range(n):
+            valid = rng.random((h, w)) < 0.7
+            stack.add(np.where(valid, rng.random((nb, h, w), dtype=np.float32), np.nan))
+            valids.add(valid)
+            if feather:
+                weights.add(np.where(valid, rng.random((h, w)), 0.0))
+        out = seams._reduce(stack.view(), cspec)
+        if feather:
+            out = seams._feathered(stack.view(), valids.view()[:, 0], weights.view()[:, 0],
+                                   out, cspec)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert np.isfinite(out).mean() > 0.99
+    allowed = budget.stack_bytes_per_pixel(n, nb, True, feathered=feather) * h * w
+    assert peak <= allowed, (peak / (h * w), allowed / (h * w))
+
+
+def test_pass_reads_run_at_most_the_workers_ahead_of_the_stack():
+    """A stalled first pass does not let the others pile up behind it in memory."""
+    import threading
+
+    from clearsky.core.blocks import ReadPools
+
+    release, started = threading.Event(), []
+
+    def read(k):
+        started.append(k)
+        if k == 0:
+            release.wait(10)
+        return k
+
+    pools = ReadPools(3, {}, TileCache(32 * 2**20, 3))
+    try:
+        got = []
+        consumer = threading.Thread(target=lambda: got.extend(pools.map_passes(read, range(20))))
+        consumer.start()
+        threading.Event().wait(0.5)
+        assert len(started) <= 3
+        release.set()
+        consumer.join(10)
+        assert got == list(range(20))
+    finally:
+        pools.shutdown()
+
+
 def test_a_budget_too_small_for_the_passes_names_the_figure_to_raise():
     with pytest.raises(InvalidParameterError, match=r"raise MEMORY_MB to at least \d+"):
         budget.blocks_for(128, 200_000, 12, stacked=True)
