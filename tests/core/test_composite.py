@@ -12,8 +12,8 @@ from clearsky.core.composite import (
     Stack,
     count_valid,
     merge_pass,
-    reduce_statistics,
     reduce_stack,
+    reduce_statistics,
     to_uint16,
     to_visual,
 )
