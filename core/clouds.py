@@ -70,17 +70,28 @@ def dilate(mask: np.ndarray, radius: int) -> np.ndarray:
     return out
 
 
+def in_classes(scl: np.ndarray, classes: Iterable[int]) -> np.ndarray:
+    """True where `scl` is one of `classes`: a 256-entry lookup for 8-bit class rasters
+    (np.isin sorts and searches for every call, a few times the cost of the lookup)."""
+    classes = sorted({int(c) for c in classes})
+    if scl.dtype == np.uint8:
+        table = np.zeros(256, bool)
+        table[[c for c in classes if 0 <= c < 256]] = True
+        return table[scl]
+    return np.isin(scl, classes)
+
+
 def invalid_mask(scl: np.ndarray, invalid: Iterable[int], dilation: int = 0) -> np.ndarray:
     """True where a pixel is unusable. Cloud-like invalid classes (3, 8, 9, 10 and 7, 11
     when chosen) grow by `dilation` pixels of `scl`; nodata and the others do not."""
     invalid = {int(c) for c in invalid}
     cloudy = sorted(invalid & CLOUD_LIKE)
     plain = sorted(invalid - CLOUD_LIKE)
-    mask = np.isin(scl, cloudy)
+    mask = in_classes(scl, cloudy)
     if dilation > 0:
         mask = dilate(mask, dilation)
     if plain:
-        mask |= np.isin(scl, plain)
+        mask |= in_classes(scl, plain)
     return mask
 
 
@@ -173,7 +184,7 @@ class MaskRule:
         projected shadow falls inside; the ML mask on the inside only.
         """
         invalid = {int(c) for c in self.invalid}
-        cloudy = np.isin(scl, sorted(invalid & CLOUD_LIKE))
+        cloudy = in_classes(scl, invalid & CLOUD_LIKE)
         plain = sorted(invalid - CLOUD_LIKE)
         if scene is not None and grid is not None and self.kind is not CloudMask.SCL:
             prob = None
@@ -199,7 +210,7 @@ class MaskRule:
         if radius > 0:
             cloudy = dilate(cloudy, radius)
         if plain:
-            cloudy |= np.isin(scl, plain)
+            cloudy |= in_classes(scl, plain)
         return cloudy
 
 
@@ -234,7 +245,7 @@ def _add_shadows(cloudy: np.ndarray, scl: np.ndarray, prob: Optional[np.ndarray]
                  cancelled: Optional[Callable[[], bool]]) -> None:
     """cloudy |= dark pixels (inside the margin) under the shadows projected from the
     clouds (SCL 8, 9 and, when read, cloud probability >= threshold)."""
-    casters = np.isin(scl, SHADOW_CASTERS)
+    casters = in_classes(scl, SHADOW_CASTERS)
     if prob is not None:
         casters |= prob >= threshold
     assert scene.sun_azimuth is not None and scene.sun_elevation is not None

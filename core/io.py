@@ -346,17 +346,19 @@ def _read(ds, path: str, level: Optional[int], band: int, window: Window) -> np.
                       span=_span(tiles, ds, key, band))
 
 
-def _span(tiles: TileCache, ds, key, band: int) -> Optional[Tuple[int, int]]:
-    """The tile columns of `ds` under the run's area (`TileCache.extent`), once per file."""
+def _span(tiles: TileCache, ds, key, band: int) -> Optional[Tuple[int, int, int, int]]:
+    """The tile columns and rows of `ds` under the run's area (`TileCache.extent`), once
+    per file."""
     if tiles.extent is None:
         return None
     span = tiles.spans.get((key, band))
     if span is None:
         crs, bounds = tiles.extent
         win = _window(ds, bounds_in(crs, ds.crs, bounds), 2, clip=True)
-        tw = int(ds.block_shapes[band - 1][1])
-        span = (-1, -2) if win is None else (int(win.col_off) // tw,
-                                             int(win.col_off + win.width - 1) // tw)
+        th, tw = (max(1, int(v)) for v in ds.block_shapes[band - 1])
+        span = (-1, -2, -1, -2) if win is None else (
+            int(win.col_off) // tw, int(win.col_off + win.width - 1) // tw,
+            int(win.row_off) // th, int(win.row_off + win.height - 1) // th)
         tiles.spans[(key, band)] = span
     return span if span[1] >= span[0] else None
 
@@ -707,6 +709,45 @@ def _lattice_read(ds, path: str, level: Optional[int], band: int, grid: Grid,
     return np.floor(mean + 0.5).astype(dtype)
 
 
+def _fine_lattice(ds, grid: Grid, dst_crs: CRS) -> Optional[Tuple[int, int, int]]:
+    """(col, row, m) when every source pixel is an m x m block of grid pixels (m >= 2:
+    a 20 m SCL on a 10 m grid): the grid's origin in grid pixels from the source's
+    origin, and the factor. None otherwise."""
+    t, g = ds.transform, grid.transform
+    if t.b or t.d or g.b or g.d or ds.crs != dst_crs:
+        return None
+    mx, my = t.a / g.a, t.e / g.e
+    m = int(round(mx))
+    if m < 2 or abs(mx - m) > 1e-6 * m or abs(my - m) > 1e-6 * m:
+        return None
+    col, row = (g.c - t.c) / g.a, (g.f - t.f) / g.e
+    if abs(col - round(col)) > 1e-6 or abs(row - round(row)) > 1e-6:
+        return None
+    return int(round(col)), int(round(row)), m
+
+
+def _fine_lattice_read(ds, path: str, level: Optional[int], band: int, grid: Grid,
+                       lattice: Tuple[int, int, int]) -> np.ndarray:
+    """Nearest neighbour onto a grid m times finer than the source, on its lattice: each
+    source pixel repeated m x m, as GDAL's warper gives it (no output centre lies on a
+    source pixel edge), without the warper."""
+    col, row, m = lattice
+    h, w = grid.shape
+    dtype = np.dtype(ds.dtypes[band - 1])
+    _check_alloc(h, w, dtype)
+    r0, c0 = row // m, col // m  # source pixels under the first and last grid pixels
+    r1, c1 = (row + h - 1) // m + 1, (col + w - 1) // m + 1
+    src = np.zeros((r1 - r0, c1 - c0), dtype)
+    rr0, cc0 = max(r0, 0), max(c0, 0)
+    rr1, cc1 = min(r1, ds.height), min(c1, ds.width)
+    if rr1 > rr0 and cc1 > cc0:
+        src[rr0 - r0:rr1 - r0, cc0 - c0:cc1 - c0] = _read(
+            ds, path, level, band, Window(cc0, rr0, cc1 - cc0, rr1 - rr0))
+    rows = (row + np.arange(h)) // m - r0
+    cols = (col + np.arange(w)) // m - c0
+    return np.ascontiguousarray(src[rows[:, None], cols[None, :]])
+
+
 def read_to_grid(
     href: str,
     grid: Grid,
@@ -724,9 +765,10 @@ def read_to_grid(
 
     Reads only the source window under the grid (plus 2 source pixels), from the coarsest
     overview that is still at least as fine as the grid. A grid on the source's own lattice
-    (or an integer multiple of it) is copied or decimated without GDAL's warper; any other
-    grid is warped. Returns None when the source has nothing for the grid: no overlap, or
-    only nodata there.
+    (or an integer multiple of it) is copied or decimated without GDAL's warper, and with
+    nearest resampling a grid an integer factor finer (a 20 m SCL on 10 m) has each source
+    pixel repeated; any other grid is warped. Returns None when the source has nothing for
+    the grid: no overlap, or only nodata there.
     SCL and other class rasters: pass use_overviews=False and Resampling.nearest.
     `resampling=None`: reflectance, resampled by `reflectance_resampling` from the pixel
     size of the level actually read.
@@ -761,6 +803,10 @@ def read_to_grid(
             got = _lattice_read(ds, path, level, band, grid, lattice, how, raw)
             if got is not None:
                 return got if raw or got.any() else None
+        fine = _fine_lattice(ds, grid, dst_crs) if how is Resampling.nearest else None
+        if fine is not None:
+            got = _fine_lattice_read(ds, path, level, band, grid, fine)
+            return got if raw or got.any() else None
         win = _window(ds, src_bounds, 2, clip=True)
         if win is None:
             return None

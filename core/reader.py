@@ -94,9 +94,8 @@ class SceneReader:
             if dn is None:
                 valid[:] = False
                 break
-            refl = scene.radiometry.reflectance(dn)
+            refl = scene.radiometry.reflectance(dn, out=out[i])
             # DN 0 is nodata; raw DNs below the offset give negative reflectance at edges.
             valid &= (dn > 0) & (refl >= 0)
-            out[i] = refl
-        out[:, ~valid] = np.nan
+        np.copyto(out, np.float32(np.nan), where=~valid[None])
         return out, valid

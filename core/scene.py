@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Mapping, Optional
 
+import numpy as np
 from shapely.geometry.base import BaseGeometry
 
 # Common names of the Sentinel-2 bands the engine can read, with their native pixel size.
@@ -31,8 +32,13 @@ class Radiometry:
     scale: float = 0.0001
     offset: float = 0.0
 
-    def reflectance(self, dn):  # numpy array in, float32 array out
-        return dn.astype("float32") * self.scale + self.offset
+    def reflectance(self, dn, out=None):  # numpy array in, float32 array out
+        """Into `out` (float32, dn's shape) when given: no temporary arrays."""
+        if out is None:
+            return dn.astype("float32") * self.scale + self.offset
+        np.multiply(dn, np.float32(self.scale), out=out, dtype=np.float32)
+        out += np.float32(self.offset)
+        return out
 
 
 @dataclass(frozen=True)

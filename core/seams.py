@@ -433,7 +433,7 @@ def _read_pass_halo(scenes, pass_id: str, spec: SeamSpec, grid: Grid, halo: int,
                 continue  # its pixels are left to the other tiles of the pass
             vals, ok = read
             new = ok & ~valid
-            values[:, new] = normalise(vals, fit)[:, new]
+            np.copyto(values, normalise(vals, fit), where=new[None])
             valid |= new
             owners.append((index, new))
         usable_halo |= got

@@ -263,3 +263,14 @@ def test_check_aoi_clouds_runs_scenes_concurrently(tmp_path, striped, monkeypatc
                                NullProgress(), allow_local=True)
     assert peak[0] == 4 and all(r.kept for r in reports)
     assert not math.isnan(reports[0].aoi_cloud)
+
+
+def test_class_lookup_is_isin():
+    from clearsky.core.clouds import in_classes
+
+    rng = np.random.default_rng(0)
+    for dtype in ("uint8", "uint16", "int32"):
+        scl = rng.integers(0, 300 if dtype != "uint8" else 256, (50, 60)).astype(dtype)
+        for classes in ((3, 8, 9, 10), {0, 1}, (), (255, 11)):
+            np.testing.assert_array_equal(in_classes(scl, classes),
+                                          np.isin(scl, sorted(classes)))

@@ -66,6 +66,28 @@ def test_a_grid_on_the_source_lattice_is_decimated_as_gdal_warps_it(tmp_path, k,
     np.testing.assert_array_equal(ours, gdal_warp(path, grid, resampling, raw))
 
 
+@pytest.mark.parametrize("m", [2, 3, 6])
+@pytest.mark.parametrize("offset", [(0, 0), (5, 7), (-9, -4)])
+@pytest.mark.parametrize("raw", [False, True])
+def test_a_grid_finer_on_the_source_lattice_repeats_pixels_as_gdal_warps_it(tmp_path, m,
+                                                                             offset, raw):
+    """A 20 m SCL on a 10 m grid (or 3x, 6x finer), its origin anywhere on the fine lattice,
+    also partly outside the raster: nearest without the warper, byte-equal to GDAL's."""
+    rng = np.random.default_rng(m)
+    data = rng.integers(0, 12, (90, 90)).astype("uint8")
+    data[rng.random(data.shape) < 0.2] = 0
+    path = write_tiff(tmp_path / "scl.tif", data, 20.0, nodata=0)
+    fine = 20.0 / m
+    col, row = offset
+    grid = Grid(CRS, Affine(fine, 0, ORIGIN[0] + col * fine, 0, -fine,
+                            ORIGIN[1] - row * fine), 37 * m, 29 * m)
+    ours = io.read_to_grid(str(path), grid, resampling=Resampling.nearest,
+                           use_overviews=False, allow_local=True, raw=raw)
+    assert io._fine_lattice(rasterio.open(path), grid, rasterio.crs.CRS.from_string(CRS)) \
+        == (col, row, m)
+    np.testing.assert_array_equal(ours, gdal_warp(path, grid, Resampling.nearest, raw))
+
+
 def test_reflectance_resampling_follows_the_level_read():
     assert io.reflectance_resampling(20.0, 30.0) is Resampling.bilinear  # 1.5x: interpolate
     assert io.reflectance_resampling(10.0, 30.0) is Resampling.average
@@ -105,6 +127,43 @@ def test_a_row_of_tiles_is_read_ahead_within_the_runs_area(tmp_path):
             tiles.read(ds, "r", 1, rasterio.windows.Window(0, 0, 190, 60), span=(0, 2)),
             data[0:60, 0:190])
         assert tiles.stats()["fetched"] == 3 and tiles.stats()["hits"] == 3
+
+
+class CountingReads:
+    """A dataset whose window reads are counted (each is one request, or one run of
+    consecutive ranges, to GDAL)."""
+
+    def __init__(self, ds):
+        self.ds, self.windows = ds, []
+
+    def __getattr__(self, name):
+        return getattr(self.ds, name)
+
+    def read(self, band, window):
+        self.windows.append(window)
+        return self.ds.read(band, window=window)
+
+
+def test_whole_rows_below_are_read_ahead_in_the_same_read(tmp_path):
+    """When the run's area spans the file's whole width, a fetch takes the rows below it
+    too (they follow in the file): one read for the area, within the cache's room."""
+    data = (np.arange(256 * 256, dtype="uint32").reshape(256, 256) % 60000 + 1).astype("uint16")
+    path = write_tiff(tmp_path / "w.tif", data, 10.0, tile=64)
+    with rasterio.open(path) as raw:
+        ds = CountingReads(raw)
+        tiles = TileCache(64 * 2**20)
+        span = (0, 3, 0, 2)  # all 4 columns, rows 0..2 of 4
+        part = tiles.read(ds, "w", 1, rasterio.windows.Window(70, 10, 20, 20), span=span)
+        np.testing.assert_array_equal(part, data[10:30, 70:90])
+        assert len(ds.windows) == 1 and tiles.stats()["fetched"] == 12  # rows 0-2, not 3
+        np.testing.assert_array_equal(
+            tiles.read(ds, "w", 1, rasterio.windows.Window(0, 60, 256, 130), span=span),
+            data[60:190, :])
+        assert len(ds.windows) == 1 and tiles.stats()["hits"] == 12  # all from memory
+        small = TileCache(2 * 64 * 64 * 2 * 2)  # room for 2 more tiles: not one whole row
+        ds.windows.clear()
+        small.read(ds, "w", 1, rasterio.windows.Window(0, 0, 10, 10), span=span)
+        assert len(ds.windows) == 1 and small.stats()["fetched"] == 3
 
 
 def test_a_header_claiming_huge_tiles_is_refused_before_allocating(tmp_path):
