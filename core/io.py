@@ -346,19 +346,17 @@ def _read(ds, path: str, level: Optional[int], band: int, window: Window) -> np.
                       span=_span(tiles, ds, key, band))
 
 
-def _span(tiles: TileCache, ds, key, band: int) -> Optional[Tuple[int, int, int, int]]:
-    """The tile columns and rows of `ds` under the run's area (`TileCache.extent`), once
-    per file."""
+def _span(tiles: TileCache, ds, key, band: int) -> Optional[Tuple[int, int]]:
+    """The tile columns of `ds` under the run's area (`TileCache.extent`), once per file."""
     if tiles.extent is None:
         return None
     span = tiles.spans.get((key, band))
     if span is None:
         crs, bounds = tiles.extent
         win = _window(ds, bounds_in(crs, ds.crs, bounds), 2, clip=True)
-        th, tw = (max(1, int(v)) for v in ds.block_shapes[band - 1])
-        span = (-1, -2, -1, -2) if win is None else (
-            int(win.col_off) // tw, int(win.col_off + win.width - 1) // tw,
-            int(win.row_off) // th, int(win.row_off + win.height - 1) // th)
+        tw = int(ds.block_shapes[band - 1][1])
+        span = (-1, -2) if win is None else (int(win.col_off) // tw,
+                                             int(win.col_off + win.width - 1) // tw)
         tiles.spans[(key, band)] = span
     return span if span[1] >= span[0] else None
 

@@ -23,7 +23,6 @@ from rasterio.windows import Window
 from .errors import ReadError
 
 TileKey = Tuple[Hashable, int, int, int]  # (dataset key, band, tile row, tile col)
-Span = Tuple[int, ...]  # tile columns (first, last), optionally then tile rows (first, last)
 
 # One decoded tile may not claim more than this (a hostile header can claim a 2^31 x 2^31
 # tile; GDAL would try to allocate it).
@@ -40,7 +39,7 @@ class TileCache:
         self.max_read = max_read  # the most bytes one window read may allocate
         # The run's area (crs, bounds): reads of a tile row extend to the row's tiles in it.
         self.extent: Optional[Tuple[str, Tuple[float, float, float, float]]] = None
-        self.spans: Dict[Tuple[Hashable, int], Span] = {}
+        self.spans: Dict[Tuple[Hashable, int], Tuple[int, int]] = {}
         self.requests = threading.BoundedSemaphore(max(1, int(requests)))
         self._tiles: OrderedDict[TileKey, np.ndarray] = OrderedDict()
         self._fetching: Dict[TileKey, threading.Event] = {}
@@ -54,17 +53,14 @@ class TileCache:
     # --- public -------------------------------------------------------------------------
 
     def read(self, ds, key: Hashable, band: int, window: Window,
-             limit: Optional[int] = None, span: Optional[Span] = None
+             limit: Optional[int] = None, span: Optional[Tuple[int, int]] = None
              ) -> np.ndarray:
         """`ds.read(band, window=window)` (the window lies inside the raster) from tiles.
 
         `limit`: the most bytes the window may take (ReadError before allocating).
-        `span`: the tile columns (first, last) of this file that the run will read (its
-        area), and optionally its tile rows (first, last): a fetch of a row extends to the
-        missing tiles of that row within it, so a row of tiles costs one request instead of
-        one per block that meets it; when the columns are the file's whole width, the fetch
-        also takes the rows below within the rows, which lie next to it in the file: one
-        request for them all."""
+        `span`: the tile columns of this file that the run will read (its area): a fetch
+        of a row extends to the missing tiles of that row within it, so a row of tiles
+        costs one request instead of one per block that meets it."""
         th, tw = _tile_shape(ds, band)
         dtype = np.dtype(ds.dtypes[band - 1])
         h, w = int(window.height), int(window.width)
@@ -75,10 +71,9 @@ class TileCache:
         cols = range(c0 // tw, (c0 + w - 1) // tw + 1)
         keys = [(key, band, r, c) for r in rows for c in cols]
         got, mine, others = self._claim(keys)
-        ncols = -(-int(ds.width) // tw)
-        extra = self._extend(mine, span, th * tw * dtype.itemsize, ncols) if span else []
+        extra = self._extend(mine, span, th * tw * dtype.itemsize) if span else []
         try:
-            got.update(self._fetch(ds, band, mine + extra, (th, tw), ncols))
+            got.update(self._fetch(ds, band, mine + extra, (th, tw)))
         finally:
             self._release(mine + extra, len(extra) * th * tw * dtype.itemsize)
         for k in others:
@@ -128,44 +123,26 @@ class TileCache:
                     mine.append(k)
         return got, mine, others
 
-    def _extend(self, mine: List[TileKey], span: Span, tile_bytes: int, ncols: int
+    def _extend(self, mine: List[TileKey], span: Tuple[int, int], tile_bytes: int
                 ) -> List[TileKey]:
         """Claim the missing tiles beside each claimed row run, within `span`, while the
-        cache has room for them (half its budget): read-ahead along the row, and down the
-        rows when the span is the file's whole width (whole rows follow each other in a
-        COG, so they come in the same request)."""
+        cache has room for them (half its budget): read-ahead along the row."""
         extra: List[TileKey] = []
-        lo, hi = span[0], span[1]
+        lo, hi = span
         with self._lock:
-            room = self.budget // 2 - self._bytes - self._pending
-
-            def take(k: TileKey) -> bool:
-                nonlocal room
-                if room < tile_bytes or k in self._tiles or k in self._fetching:
-                    return False
-                self._fetching[k] = threading.Event()
-                extra.append(k)
-                room -= tile_bytes
-                self._pending += tile_bytes
-                return True
-
+            room = self.budget // 2 - self._pending
             for key, band, r, c in sorted(mine):
                 for step in (-1, 1):
                     n = c + step
-                    while lo <= n <= hi and take((key, band, r, n)):
+                    while lo <= n <= hi and room >= tile_bytes:
+                        k = (key, band, r, n)
+                        if k in self._tiles or k in self._fetching:
+                            break
+                        self._fetching[k] = threading.Event()
+                        extra.append(k)
+                        room -= tile_bytes
+                        self._pending += tile_bytes
                         n += step
-            if mine and len(span) == 4 and lo == 0 and hi == ncols - 1:
-                key, band = mine[0][0], mine[0][1]
-                claimed = set(mine + extra)
-                last = max(r for _, _, r, _ in claimed)
-                whole = all((key, band, last, c) in claimed for c in range(ncols))
-                r = last + 1
-                while whole and r <= span[3] and room >= tile_bytes * ncols and all(
-                        (key, band, r, c) not in self._tiles
-                        and (key, band, r, c) not in self._fetching for c in range(ncols)):
-                    for c in range(ncols):
-                        take((key, band, r, c))
-                    r += 1
         return extra
 
     def _release(self, keys: List[TileKey], pending: int = 0) -> None:
@@ -187,43 +164,31 @@ class TileCache:
                 self.hits += 1
             return tile
 
-    def _fetch(self, ds, band: int, keys: List[TileKey], shape: Tuple[int, int],
-               ncols: int) -> Dict[TileKey, np.ndarray]:
-        """Fetch `keys` in runs of adjacent tiles along rows, one read (request) per run;
-        consecutive whole rows in one read."""
+    def _fetch(self, ds, band: int, keys: List[TileKey], shape: Tuple[int, int]
+               ) -> Dict[TileKey, np.ndarray]:
+        """Fetch `keys` in runs of adjacent tiles along rows: one read (request) per run."""
         out: Dict[TileKey, np.ndarray] = {}
         by_row: Dict[int, List[int]] = {}
         for _, _, r, c in keys:
             by_row.setdefault(r, []).append(c)
-        runs = [(r, start, end) for r, cs in sorted(by_row.items())
-                for start, end in _runs(sorted(cs))]
-        i = 0
-        while i < len(runs):
-            r, start, end = runs[i]
-            last = r
-            while (start, end) == (0, ncols - 1) and i + 1 < len(runs) and \
-                    runs[i + 1] == (last + 1, 0, ncols - 1):
-                i += 1
-                last += 1
-            out.update(self._fetch_run(ds, band, keys[0][0], r, start, end, shape, last))
-            i += 1
+        for r, cs in sorted(by_row.items()):
+            for start, end in _runs(sorted(cs)):
+                out.update(self._fetch_run(ds, band, keys[0][0], r, start, end, shape))
         return out
 
     def _fetch_one(self, ds, band: int, k: TileKey, shape: Tuple[int, int]) -> np.ndarray:
         return self._fetch_run(ds, band, k[0], k[2], k[3], k[3], shape)[k]
 
     def _fetch_run(self, ds, band: int, key: Hashable, row: int, c0: int, c1: int,
-                   shape: Tuple[int, int], last_row: Optional[int] = None
-                   ) -> Dict[TileKey, np.ndarray]:
+                   shape: Tuple[int, int]) -> Dict[TileKey, np.ndarray]:
         th, tw = shape
-        last_row = row if last_row is None else last_row
         y, x = row * th, c0 * tw
-        h, w = min((last_row + 1) * th, ds.height) - y, min((c1 + 1) * tw, ds.width) - x
+        h, w = min(th, ds.height - y), min((c1 + 1) * tw, ds.width) - x
         with self.requests:
             data = ds.read(band, window=Window(x, y, w, h))
-        tiles = {(key, band, r, c): np.ascontiguousarray(
-                     data[(r - row) * th:(r - row + 1) * th, (c - c0) * tw:(c - c0 + 1) * tw])
-                 for r in range(row, last_row + 1) for c in range(c0, c1 + 1)}
+        tiles = {(key, band, row, c): np.ascontiguousarray(data[:, (c - c0) * tw:
+                                                              (c - c0 + 1) * tw])
+                 for c in range(c0, c1 + 1)}
         with self._lock:
             self.fetched += len(tiles)
             for k, tile in tiles.items():

@@ -129,43 +129,6 @@ def test_a_row_of_tiles_is_read_ahead_within_the_runs_area(tmp_path):
         assert tiles.stats()["fetched"] == 3 and tiles.stats()["hits"] == 3
 
 
-class CountingReads:
-    """A dataset whose window reads are counted (each is one request, or one run of
-    consecutive ranges, to GDAL)."""
-
-    def __init__(self, ds):
-        self.ds, self.windows = ds, []
-
-    def __getattr__(self, name):
-        return getattr(self.ds, name)
-
-    def read(self, band, window):
-        self.windows.append(window)
-        return self.ds.read(band, window=window)
-
-
-def test_whole_rows_below_are_read_ahead_in_the_same_read(tmp_path):
-    """When the run's area spans the file's whole width, a fetch takes the rows below it
-    too (they follow in the file): one read for the area, within the cache's room."""
-    data = (np.arange(256 * 256, dtype="uint32").reshape(256, 256) % 60000 + 1).astype("uint16")
-    path = write_tiff(tmp_path / "w.tif", data, 10.0, tile=64)
-    with rasterio.open(path) as raw:
-        ds = CountingReads(raw)
-        tiles = TileCache(64 * 2**20)
-        span = (0, 3, 0, 2)  # all 4 columns, rows 0..2 of 4
-        part = tiles.read(ds, "w", 1, rasterio.windows.Window(70, 10, 20, 20), span=span)
-        np.testing.assert_array_equal(part, data[10:30, 70:90])
-        assert len(ds.windows) == 1 and tiles.stats()["fetched"] == 12  # rows 0-2, not 3
-        np.testing.assert_array_equal(
-            tiles.read(ds, "w", 1, rasterio.windows.Window(0, 60, 256, 130), span=span),
-            data[60:190, :])
-        assert len(ds.windows) == 1 and tiles.stats()["hits"] == 12  # all from memory
-        small = TileCache(2 * 64 * 64 * 2 * 2)  # room for 2 more tiles: not one whole row
-        ds.windows.clear()
-        small.read(ds, "w", 1, rasterio.windows.Window(0, 0, 10, 10), span=span)
-        assert len(ds.windows) == 1 and small.stats()["fetched"] == 3
-
-
 def test_a_header_claiming_huge_tiles_is_refused_before_allocating(tmp_path):
     path = write_tiff(tmp_path / "h.tif", np.ones((64, 64), "uint16"), 10.0, tile=16)
     raw = bytearray(path.read_bytes())
