@@ -126,7 +126,10 @@ class TileCache:
     def _extend(self, mine: List[TileKey], span: Tuple[int, int], tile_bytes: int
                 ) -> List[TileKey]:
         """Claim the missing tiles beside each claimed row run, within `span`, while the
-        cache has room for them (half its budget): read-ahead along the row."""
+        read-ahead claimed and not yet stored stays within half the cache's budget (the
+        least recently used tiles make way for it): read-ahead along the row. Counting the
+        tiles already cached against it, as it once did, stopped it for the rest of the
+        run as soon as the cache was full."""
         extra: List[TileKey] = []
         lo, hi = span
         with self._lock:
