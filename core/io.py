@@ -66,6 +66,9 @@ RUN_RETRY_BUDGET = 64
 # fail before it connects, so a redirect can never leave http(s).
 _NO_FTP = {"ftp_proxy": "clearsky-refuses-ftp://0", "ftps_proxy": "clearsky-refuses-ftp://0"}
 _CACHE_SIZE = 256  # open datasets kept per thread (a handle costs a few kB)
+# The output COG's DEFLATE level: 3 writes a 2000 x 2000 x 5 band mosaic in 0.51 s against
+# 1.41 s at GDAL's default 6, for a file 4 % larger (scripts/cog_level.py measures it).
+COG_DEFLATE_LEVEL = 3
 
 
 # --- GDAL environment -------------------------------------------------------------------
@@ -300,6 +303,7 @@ def run_tiles(memory_mb: int = 1024, requests: int = 16) -> Iterator[TileCache]:
         yield cache
     finally:
         _local.run = None
+        cache.done = True  # worker threads still reading (abandoned) close their datasets
         cache.clear()
 
 
@@ -507,7 +511,17 @@ def _retrying(href: str, path: str, func, tries: int, backoff: float,
             _sleep(backoff * 2 ** (attempt - 1), cancelled)
         finally:
             _close_transient()
+            _close_if_run_over()
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _close_if_run_over() -> None:
+    """A worker thread whose read outlived its run (a cancel abandons stalled reads) closes
+    its datasets now, in a live interpreter: left to the end of the thread, GDAL would
+    close them while Python clears the thread's state, at interpreter exit a crash."""
+    tiles: Optional[TileCache] = getattr(_local, "tiles", None)
+    if tiles is not None and tiles.done and getattr(_local, "caching", False):
+        close_datasets()
 
 
 def _sleep(seconds: float, cancelled: Optional[Callable[[], bool]]) -> None:
@@ -1129,8 +1143,9 @@ class CogWriter:
                 ds.close()
             errors.check(f"Could not write {self.path} {_free(self.path)}")
             with _GdalErrors() as errors:
-                rasterio.shutil.copy(
+                rasterio.shutil.copy(  # DEFLATE level 3: a third of level 6's time, ~4 % larger
                     str(self._part), str(self._cog), driver="COG", COMPRESS="DEFLATE",
+                    LEVEL=str(COG_DEFLATE_LEVEL),
                     PREDICTOR=_predictor(self.dtype), BLOCKSIZE=str(self.blocksize),
                     OVERVIEW_RESAMPLING=overview_resampling.upper(), BIGTIFF="IF_SAFER",
                     NUM_THREADS=str(self.num_threads),

@@ -49,6 +49,7 @@ class TileCache:
         self.fetched = 0  # tiles decoded from fetched bytes
         self.hits = 0  # tiles served from memory
         self.peak_bytes = 0
+        self.done = False  # set when the run that owns the cache has ended
 
     # --- public -------------------------------------------------------------------------
 

@@ -148,3 +148,20 @@ def test_cancel_latency_is_measured_from_the_request(world, served, assets, tmp_
     print(f"cancel latency during a stalled read: {latency:.2f} s")
     assert latency < 3.0, latency
     assert not out.exists() and list(tmp_path.iterdir()) == []
+
+
+def test_a_pytest_process_that_cancels_during_a_stalled_read_exits_cleanly():
+    """The cancel test above, alone in its own process, exits with 0. Its abandoned read
+    ends after the run, and its thread's datasets used to be closed by GDAL while Python
+    cleared the thread's state: a segmentation fault (exit code 139, 3 runs of 3). Only
+    this exact setting reproduced it; a plain script with the same cancel did not."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    test = f"{Path(__file__).resolve()}::test_cancel_latency_is_measured_from_the_request"
+    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                           test], cwd=root, capture_output=True, text=True, timeout=300)
+    assert "1 passed" in done.stdout, done.stdout[-2000:] + done.stderr[-2000:]
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
