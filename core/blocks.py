@@ -145,7 +145,7 @@ class ReadPools:
             ThreadPoolExecutor(max_workers=workers, thread_name_prefix=f"clearsky-{kind}",
                                initializer=io.init_worker, initargs=(options, tiles))
             for kind in ("pass", "band"))
-        self.ahead = max(1, workers)
+        self.ahead = max(1, min(workers, budget.PASSES_AHEAD))  # what the block budget counts
 
     def map_passes(self, func: Callable, items: Sequence) -> Iterator:
         """`func` over `items` on the pass pool, results in order, at most `ahead` of them
