@@ -674,21 +674,29 @@ def reflectance_resampling(source_m: float, output_m: float) -> Resampling:
     return Resampling.average if output_m > 1.5 * source_m else Resampling.bilinear
 
 
-def _lattice(ds, grid: Grid, dst_crs: CRS) -> Optional[Tuple[int, int, int]]:
-    """(col, row, k) when every grid pixel is a k x k block of `ds`'s own pixels (same CRS,
-    no rotation, pixel size k times the source's, origin on a source pixel corner): the
-    grid's origin in source pixels and the factor. None when the grid needs a warp."""
+def _on_lattice(ds, grid: Grid, dst_crs: CRS, finer: bool) -> Optional[Tuple[int, int, int]]:
+    """(col, row, k) when `grid` lies on `ds`'s own pixel lattice (same CRS, no rotation):
+    `finer` False, every grid pixel is a k x k block of source pixels (k >= 1) and (col,
+    row) is the grid's origin in source pixels; `finer` True, every source pixel is a
+    k x k block of grid pixels (k >= 2) and (col, row) is the grid's origin in grid
+    pixels from the source's. None when the grid needs a warp."""
     t, g = ds.transform, grid.transform
     if t.b or t.d or g.b or g.d or ds.crs != dst_crs:
         return None
-    kx, ky = g.a / t.a, g.e / t.e
+    big, small = (t, g) if finer else (g, t)
+    kx, ky = big.a / small.a, big.e / small.e
     k = int(round(kx))
-    if k < 1 or abs(kx - k) > 1e-6 * k or abs(ky - k) > 1e-6 * k:
+    if k < (2 if finer else 1) or abs(kx - k) > 1e-6 * k or abs(ky - k) > 1e-6 * k:
         return None
-    col, row = (g.c - t.c) / t.a, (g.f - t.f) / t.e
+    col, row = (g.c - t.c) / small.a, (g.f - t.f) / small.e
     if abs(col - round(col)) > 1e-6 or abs(row - round(row)) > 1e-6:
         return None
     return int(round(col)), int(round(row)), k
+
+
+def _lattice(ds, grid: Grid, dst_crs: CRS) -> Optional[Tuple[int, int, int]]:
+    """A grid of k x k source pixels per pixel: copied or decimated (`_lattice_read`)."""
+    return _on_lattice(ds, grid, dst_crs, finer=False)
 
 
 def _lattice_read(ds, path: str, level: Optional[int], band: int, grid: Grid,
@@ -722,20 +730,8 @@ def _lattice_read(ds, path: str, level: Optional[int], band: int, grid: Grid,
 
 
 def _fine_lattice(ds, grid: Grid, dst_crs: CRS) -> Optional[Tuple[int, int, int]]:
-    """(col, row, m) when every source pixel is an m x m block of grid pixels (m >= 2:
-    a 20 m SCL on a 10 m grid): the grid's origin in grid pixels from the source's
-    origin, and the factor. None otherwise."""
-    t, g = ds.transform, grid.transform
-    if t.b or t.d or g.b or g.d or ds.crs != dst_crs:
-        return None
-    mx, my = t.a / g.a, t.e / g.e
-    m = int(round(mx))
-    if m < 2 or abs(mx - m) > 1e-6 * m or abs(my - m) > 1e-6 * m:
-        return None
-    col, row = (g.c - t.c) / g.a, (g.f - t.f) / g.e
-    if abs(col - round(col)) > 1e-6 or abs(row - round(row)) > 1e-6:
-        return None
-    return int(round(col)), int(round(row)), m
+    """A grid k times finer than the source (a 20 m SCL on 10 m): `_fine_lattice_read`."""
+    return _on_lattice(ds, grid, dst_crs, finer=True)
 
 
 def _fine_lattice_read(ds, path: str, level: Optional[int], band: int, grid: Grid,
