@@ -435,11 +435,13 @@ def _open(path: str, overview_level: Optional[int] = None):
 
 
 def _request_open(path: str, kwargs: Dict[str, object]):
-    """Open a dataset; the header fetch holds one of the run's request slots."""
+    """Open a dataset; the header fetch holds one of the run's request slots. Threads that
+    open one file at once take turns: the first one's HEAD and header read are cached by
+    GDAL for the others (at once, each sent its own HEAD)."""
     tiles: Optional[TileCache] = getattr(_local, "tiles", None)
     if tiles is None or not path.startswith("/vsi"):
         return rasterio.open(path, **kwargs)
-    with tiles.requests:
+    with tiles.opening(path), tiles.requests:
         return rasterio.open(path, **kwargs)
 
 

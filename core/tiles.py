@@ -50,6 +50,7 @@ class TileCache:
         self.hits = 0  # tiles served from memory
         self.peak_bytes = 0
         self.done = False  # set when the run that owns the cache has ended
+        self._opening: Dict[str, threading.Lock] = {}
 
     # --- public -------------------------------------------------------------------------
 
@@ -87,6 +88,11 @@ class TileCache:
             ye, xe = min(y0 + tile.shape[0], r0 + h), min(x0 + tile.shape[1], c0 + w)
             out[ys - r0:ye - r0, xs - c0:xe - c0] = tile[ys - y0:ye - y0, xs - x0:xe - x0]
         return out
+
+    def opening(self, path: str) -> threading.Lock:
+        """The lock one file's opens take in turn (one per file of the run)."""
+        with self._lock:
+            return self._opening.setdefault(path, threading.Lock())
 
     def stats(self) -> Dict[str, int]:
         with self._lock:

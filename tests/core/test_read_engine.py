@@ -359,6 +359,27 @@ def test_a_run_fetches_no_byte_twice(world, served, assets, tmp_path):
     assert twice == {}
 
 
+def test_threads_opening_one_file_at_once_send_one_head(served, assets):
+    """Eight worker threads of one run open the same remote COG at the same moment: one
+    HEAD and one header read reach the server (each thread used to send its own HEAD)."""
+    tif = next(served.root.glob("data/*/*/red.tif"))
+    url = f"{assets.url}/{tif.relative_to(served.root).as_posix()}"
+    assets.configure(delay_ms=200)  # the first open is still in flight when the others come
+    tiles = TileCache(64 * 2**20, 16)
+    with rasterio.open(tif) as ds:  # a window of the file's own grid, read through the run
+        grid = Grid(ds.crs.to_string(), ds.transform * Affine.translation(
+            ds.width // 2, ds.height // 2), 64, 64)  # inside the data (its corner is empty)
+    with ThreadPoolExecutor(8, initializer=io.init_worker,
+                            initargs=(io.gdal_options(16), tiles)) as pool:
+        reads = list(pool.map(lambda _: io.read_to_grid(url, grid), range(8)))
+        pool.submit(io.close_datasets).result()
+    assert all(r is not None and r.shape == (64, 64) for r in reads)
+    mine = [r for r in assets.requests() if r["path"].endswith(tif.relative_to(served.root)
+                                                                .as_posix())]
+    assert [r["method"] for r in mine].count("HEAD") == 1, mine
+    assert sum(1 for r in mine if r.get("range") == "bytes=0-16383") == 1, mine
+
+
 AOI_CHECK_RSS = textwrap.dedent("""
     import json, sys
     from datetime import datetime, timezone
