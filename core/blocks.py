@@ -138,6 +138,7 @@ class ReadPools:
 
     def __init__(self, workers: int, options: Dict[str, object],
                  tiles: Optional[TileCache] = None, memory_mb: int = 1024) -> None:
+        self._own = tiles is None and io.current_tiles() is None
         if tiles is None:
             tiles = io.current_tiles() or io.new_tiles(memory_mb, workers)
         self.tiles = tiles
@@ -166,6 +167,8 @@ class ReadPools:
     def shutdown(self, wait: bool = True) -> None:
         for pool in (self.passes, self.bands):
             pool.shutdown(wait=wait, cancel_futures=True)
+        if self._own:  # the tiles and open datasets were this pool's alone
+            self.tiles.end()
 
 
 _SHARED: Dict[str, ReadPools] = {}  # run id -> its pools in this process
@@ -197,12 +200,13 @@ def _pools_for(task: BlockTask) -> Iterator[ReadPools]:
     if pools is not None:
         yield pools
         return
-    own = ReadPools(task.read_workers, task.gdal, io.new_tiles(task.memory_mb,
-                                                                task.read_workers))
+    tiles = io.new_tiles(task.memory_mb, task.read_workers)
+    own = ReadPools(task.read_workers, task.gdal, tiles)
     try:
         yield own
     finally:
         own.shutdown()
+        tiles.end()
 
 
 @contextlib.contextmanager

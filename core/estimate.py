@@ -31,6 +31,7 @@ from .plan import plan_passes
 from .progress import Progress, check_cancelled
 from .results import SceneReport
 from .scene import BAND_RESOLUTION, SCL, Scene
+from .tiles import TileCache
 
 # Measured on the offline archive and Earth Search from a laptop (bench/): remote COG reads
 # run at about 40 MB/s with 8 concurrent requests, each request costing ~60 ms of latency.
@@ -155,7 +156,8 @@ class _Read:
     band: str = SCL
 
 
-def _tiles(read: _Read, grids: Sequence[Grid]) -> Tuple[int, int]:
+def _tiles(read: _Read, grids: Sequence[Grid], run: Optional[TileCache] = None
+           ) -> Tuple[int, int]:
     """(bytes, tiles) of the asset's tiles under any of `grids` (the blocks that read it),
     each tile once (GDAL's /vsicurl/ cache serves a tile a second block needs), at the
     overview level a read uses."""
@@ -200,6 +202,7 @@ def _tiles(read: _Read, grids: Sequence[Grid]) -> Tuple[int, int]:
                     end = int(offset) + int(size)
                     total += max(0, end - max(int(offset), HEADER_BYTES))
                     tiles += int(end > HEADER_BYTES)
+            io.keep_for_run(run, path, ds)  # the run's blocks read it next
             return total, tiles
         finally:
             io._close_transient()
@@ -267,9 +270,11 @@ def read_estimate(estimate: Estimate, params: MosaicParams, grid: Grid,
     estimate.scenes = len(used)
     sizes: Dict[_Read, Tuple[int, int]] = {}
 
+    run = io.current_tiles()
+
     def one(read: _Read) -> Tuple[_Read, Tuple[int, int]]:
         try:
-            return read, _tiles(read, jobs[read])
+            return read, _tiles(read, jobs[read], run)
         except (ReadError, RasterioError, CPLE_BaseError, OSError):
             return read, (0, 0)  # unreadable: the run will skip the scene and say why
 

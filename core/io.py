@@ -303,8 +303,7 @@ def run_tiles(memory_mb: int = 1024, requests: int = 16) -> Iterator[TileCache]:
         yield cache
     finally:
         _local.run = None
-        cache.done = True  # worker threads still reading (abandoned) close their datasets
-        cache.clear()
+        cache.end()  # worker threads still reading (abandoned) close their datasets
 
 
 def new_tiles(memory_mb: int = 1024, requests: int = 16) -> TileCache:
@@ -421,6 +420,9 @@ def _open(path: str, overview_level: Optional[int] = None):
         ds = _request_open(path, kwargs)
         _transient().append(ds)
         return ds
+    tiles: Optional[TileCache] = getattr(_local, "tiles", None)
+    if tiles is not None and path.startswith("/vsi"):
+        return _source(tiles, path, kwargs, _cache_key(path, overview_level))
     cache, key = _cache(), _cache_key(path, overview_level)
     ds = cache.get(key)
     if ds is not None and not ds.closed:
@@ -432,6 +434,40 @@ def _open(path: str, overview_level: Optional[int] = None):
         _, old = cache.popitem(last=False)
         old.close()
     return ds
+
+
+def _source(tiles: TileCache, path: str, kwargs: Dict[str, object], key: tuple):
+    """The run's `core.handles.Source` of `path` at this level, opened on first use (its
+    header read once for the run; threads asking at once wait for that one open)."""
+    source = tiles.handles.get(key)
+    if source is not None:
+        return source
+    with tiles.opening(path):
+        source = tiles.handles.get(key)
+        if source is None:
+            with tiles.requests:
+                ds = rasterio.open(path, **kwargs)
+            source = tiles.handles.add(key, ds, _reopener(tiles, path, kwargs))
+    return source
+
+
+def _reopener(tiles: TileCache, path: str, kwargs: Dict[str, object]) -> Callable:
+    def reopen():  # inside a fetch, which holds a request slot already
+        with tiles.opening(path):
+            return rasterio.open(path, **kwargs)
+    return reopen
+
+
+def keep_for_run(tiles: Optional[TileCache], path: str, ds) -> None:
+    """Hand `ds`, opened by `_open` outside the run's workers (the estimate's threads), to
+    the run's sources instead of closing it: its header then serves the blocks, which would
+    otherwise fetch it again once GDAL's HTTP cache has dropped it."""
+    transient = _transient()
+    if tiles is None or tiles.done or not path.startswith("/vsi") or ds not in transient:
+        return
+    transient.remove(ds)
+    tiles.handles.add(_cache_key(path, None), ds,
+                      _reopener(tiles, path, {"driver": ALLOWED_DRIVERS[0]}))
 
 
 def _request_open(path: str, kwargs: Dict[str, object]):
@@ -465,6 +501,7 @@ def _forget(path: str) -> None:
     tiles: Optional[TileCache] = getattr(_local, "tiles", None)
     if tiles is not None:
         tiles.forget_path(path)
+        tiles.handles.forget(lambda k: k[0] == path)
     if path.startswith("/vsi"):
         with contextlib.suppress(Exception):
             from osgeo import gdal  # same libgdal as rasterio on Linux distributions and QGIS

@@ -21,6 +21,7 @@ import numpy as np
 from rasterio.windows import Window
 
 from .errors import ReadError
+from .handles import Handles
 
 TileKey = Tuple[Hashable, int, int, int]  # (dataset key, band, tile row, tile col)
 
@@ -49,8 +50,9 @@ class TileCache:
         self.fetched = 0  # tiles decoded from fetched bytes
         self.hits = 0  # tiles served from memory
         self.peak_bytes = 0
-        self.done = False  # set when the run that owns the cache has ended
+        self.done = False  # set when the run that owns the cache has ended (see `end`)
         self._opening: Dict[str, threading.Lock] = {}
+        self.handles = Handles()  # the run's open datasets, lent to its worker threads
 
     # --- public -------------------------------------------------------------------------
 
@@ -103,6 +105,13 @@ class TileCache:
         with self._lock:
             self._tiles.clear()
             self._bytes = 0
+
+    def end(self) -> None:
+        """The owning run is over: drop the tiles, close the idle handles (those still
+        lent to an abandoned read close when it gives them back)."""
+        self.done = True
+        self.handles.close()
+        self.clear()
 
     def forget_path(self, path: str) -> None:
         """Drop the tiles of one file, every level (before a retry of a failed read)."""
