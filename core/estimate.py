@@ -69,6 +69,8 @@ class Estimate:
     headers_read: bool = False  # False: refused on the output size, read figures not known
     periods: List[PeriodEstimate] = field(default_factory=list)
     upper_bound: bool = False  # best available pixel stops reading blocks once full
+    from_headers: bool = False  # read figures from the tile tables (else from the windows)
+    tile_bound: int = 0  # without headers: the whole uncompressed tiles under the blocks
 
     @property
     def pixels(self) -> int:
@@ -91,7 +93,7 @@ class Estimate:
             "passes": self.passes, "read_bytes": self.read_bytes if self.headers_read else None,
             "read_requests": self.read_requests if self.headers_read else None,
             "files_opened": self.files_opened, "seconds": round(self.seconds, 1),
-            "upper_bound": self.upper_bound,
+            "upper_bound": self.upper_bound, "from_headers": self.from_headers,
             "periods": [{"name": p.name, "scenes": p.scenes, "passes": p.passes}
                         for p in self.periods],
         }
@@ -101,7 +103,12 @@ class Estimate:
         lines = [
             f"Estimate: output {files}{self.width} x {self.height} pixels x {self.bands} "
             f"band(s), {self.output_bytes / GIB:.2f} GiB before compression"]
-        if self.headers_read:
+        if self.headers_read and not self.from_headers and not self.upper_bound:
+            lines.append(
+                f"{self.scenes} scene(s) from {self.passes} pass(es); about "
+                f"{self.read_bytes / 1e6:.1f} MB of pixels under the blocks before "
+                "compression (headers not read: far below MAX_READ_GB)")
+        elif self.headers_read:
             at_most = "at most " if self.upper_bound else ""
             lines.append(
                 f"{self.scenes} scene(s) from {self.passes} pass(es); {at_most}"
@@ -246,8 +253,13 @@ def _plan_reads(params: MosaicParams, grid: Grid, chosen: Sequence[SceneReport],
 
 def read_estimate(estimate: Estimate, params: MosaicParams, grid: Grid,
                   kept: Sequence[SceneReport], periods: Sequence[Optional[Period]],
-                  max_workers: int = 8, progress: Optional[Progress] = None) -> Estimate:
-    """Fill in scenes, passes, bytes and requests from the assets' tile tables."""
+                  max_workers: int = 8, progress: Optional[Progress] = None,
+                  headers: bool = True) -> Estimate:
+    """Fill in scenes, passes, bytes and requests: from the assets' tile tables, or with
+    `headers` False (and always for best available pixel) as the upper bound of the
+    uncompressed windows, which needs no request."""
+    estimate.periods.clear()
+    estimate.passes = 0
     from .clouds import MaskRule
 
     radius = MaskRule(frozenset(params.invalid_scl), int(params.dilation)).radius_px(
@@ -279,22 +291,20 @@ def read_estimate(estimate: Estimate, params: MosaicParams, grid: Grid,
             return read, (0, 0)  # unreadable: the run will skip the scene and say why
 
     stacked = bool(params.statistics) or params.method.value != "best"
-    opened = [r for r in jobs] if stacked else []
-    if not stacked:
+    opened = [r for r in jobs] if stacked and headers else []
+    estimate.tile_bound = 0
+    if not opened:
         # Best available pixel reads few of the files (it stops once a block is full):
         # opening every header would cost more than the run reads (1.4 s of a 4 s demo).
         # Its bound is the uncompressed window at the level each read uses, with no
-        # request: uint16 bands at the overview the output needs, uint8 SCL at 20 m.
+        # request: uint16 bands at the overview the output needs, uint8 SCL at 20 m. A
+        # stack far below MAX_READ_GB (`run_estimate`) logs the same figure, and decides
+        # it is far below from the whole tiles under its blocks (`tile_bound`).
         metres = pixel_size_m(grid)
         for read in jobs:
-            if read.use_overviews:
-                level, depth = float(BAND_RESOLUTION.get(read.band, 10)), 2
-                while level * 2 <= metres * (1 + 1e-6):
-                    level *= 2
-            else:
-                level, depth = SCL_RESOLUTION, 1
-            pixels = sum(g.width * g.height for g in jobs[read]) * (metres / level) ** 2
-            sizes[read] = (int(pixels * depth), len(jobs[read]))
+            sizes[read] = _bound(read, jobs[read], metres, whole_tiles=False)
+        estimate.tile_bound = sum(_bound(read, jobs[read], metres, whole_tiles=True)[0]
+                                  for read in jobs)
     pool = ThreadPoolExecutor(max_workers=max(1, max_workers),
                               thread_name_prefix="clearsky-estimate")
     finished = False
@@ -315,8 +325,56 @@ def read_estimate(estimate: Estimate, params: MosaicParams, grid: Grid,
     estimate.files_opened = len({r.href for r in opened})
     estimate.read_bytes = sum(b for b, _ in sizes.values()) + HEADER_BYTES * len(band_files)
     estimate.read_requests = sum(t for _, t in sizes.values()) + len(band_files)
-    estimate.headers_read = True
-    estimate.upper_bound = not (params.statistics or params.method.value != "best")
+    estimate.headers_read = True  # the read figures are known (from headers or windows)
+    estimate.from_headers = bool(opened)
+    estimate.upper_bound = not stacked
+    return estimate
+
+
+TILE_PX = 1024  # the tile side a header-free bound allows for (Sentinel-2 COGs: 1024)
+# A stack whose header-free bound stays under this share of MAX_READ_GB is not near it:
+# the bound counts whole uncompressed tiles under the blocks; the share leaves room for
+# larger tiles and for tiles fetched again after the tile cache dropped them.
+BOUND_SHARE = 0.25
+
+
+def _bound(read: _Read, grids: Sequence[Grid], metres: float, whole_tiles: bool
+           ) -> Tuple[int, int]:
+    """(bytes, requests) at most, without a request: the uncompressed windows of `grids`
+    at the level the read uses or, `whole_tiles`, the `TILE_PX` tiles under their union."""
+    if read.use_overviews:
+        level, depth = float(BAND_RESOLUTION.get(read.band, 10)), 2
+        while level * 2 <= metres * (1 + 1e-6):
+            level *= 2
+    else:
+        level, depth = SCL_RESOLUTION, 1
+    scale = metres / level  # source pixels per output pixel
+    if not whole_tiles:
+        pixels = sum(g.width * g.height for g in grids) * scale ** 2
+        return int(pixels * depth), len(grids)
+    ref = grids[0].transform
+    cols = [(g.transform.c - ref.c) / ref.a for g in grids]
+    rows = [(g.transform.f - ref.f) / ref.e for g in grids]
+    width = (max(c + g.width for c, g in zip(cols, grids)) - min(cols)) * scale
+    height = (max(r + g.height for r, g in zip(rows, grids)) - min(rows)) * scale
+    margin = 2 * read.margin
+    tiles = ((math.ceil((width + margin) / TILE_PX) + 1)
+             * (math.ceil((height + margin) / TILE_PX) + 1))
+    return tiles * TILE_PX * TILE_PX * depth, tiles
+
+
+def run_estimate(estimate: Estimate, params: MosaicParams, grid: Grid,
+                 kept: Sequence[SceneReport], periods: Sequence[Optional[Period]],
+                 max_workers: int = 8, progress: Optional[Progress] = None) -> Estimate:
+    """The estimate a run checks its limit against, costing it as little as possible.
+
+    Opening every band header for the exact figure takes about a second of a median run
+    (two requests per file before any block starts), so a run whose bound stays far
+    below MAX_READ_GB keeps the bound; only one that may come near the limit opens the
+    headers, and is refused on the exact figure (`estimate_mosaic` always opens them)."""
+    read_estimate(estimate, params, grid, kept, periods, max_workers, progress, headers=False)
+    if params.max_read_gb and estimate.tile_bound > params.max_read_gb * GB * BOUND_SHARE:
+        read_estimate(estimate, params, grid, kept, periods, max_workers, progress)
     return estimate
 
 

@@ -33,7 +33,7 @@ from .blocks import (
 )
 from .clouds import MaskRule
 from .errors import NoScenesError, ReadError
-from .estimate import Estimate, LimitError, output_estimate, read_estimate
+from .estimate import Estimate, LimitError, output_estimate, run_estimate
 from .executors import Running, open_executor
 from .grid import Block, Grid, geometry_mask, output_grid, pixel_size_m, transformer
 from .ledger import Ledger
@@ -218,8 +218,8 @@ def estimate_run(figures: Estimate, params: MosaicParams, grid: Grid,
                  progress: Progress) -> Estimate:
     """The read figures after the search, logged; LimitError (before any reflectance is
     read: only the band files' headers) when over a limit."""
-    progress.info(f"Estimating the reads from the headers of {len(kept)} scene(s)")
-    read_estimate(figures, params, grid, kept, periods, params.max_workers, progress)
+    progress.info(f"Estimating the reads of {len(kept)} scene(s)")
+    run_estimate(figures, params, grid, kept, periods, params.max_workers, progress)
     refusal = figures.refusal(params)
     progress.info(figures.text())
     if refusal is not None:
