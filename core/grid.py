@@ -163,9 +163,15 @@ def _transformer(src: str, dst: str) -> Transformer:
     return Transformer.from_crs(src, dst, always_xy=True)
 
 
+@functools.lru_cache(maxsize=64)
+def _same_crs(src: str, dst: str) -> bool:
+    """Making a pyproj CRS takes milliseconds; the AOI check asks once per scene."""
+    return CRS.from_user_input(src) == CRS.from_user_input(dst)
+
+
 def reproject_geometry(geometry: BaseGeometry, src_crs: str, dst_crs: str) -> BaseGeometry:
     """`geometry` from src_crs to dst_crs (x/y = lon/lat order), densified first."""
-    if CRS.from_user_input(src_crs) == CRS.from_user_input(dst_crs):
+    if _same_crs(str(src_crs), str(dst_crs)):
         return geometry
     return transform_xy(transformer(src_crs, dst_crs).transform, densify(geometry))
 

@@ -646,6 +646,12 @@ def _probe(href: str, timeout: float = PROBE_TIMEOUT) -> str:
 
 # --- reads ----------------------------------------------------------------------------
 
+# Kernels that give the same pixels without a nodata mask when the source window holds no
+# nodata pixel: GDAL then takes its unmasked kernels, about 3x faster for bilinear on
+# uint16 (the warped benchmark's reads). Cubic and the others differ at the window's edge.
+_SAME_UNMASKED = frozenset({Resampling.nearest, Resampling.bilinear, Resampling.average})
+
+
 def _crs(crs) -> CRS:
     return crs if isinstance(crs, CRS) else CRS.from_user_input(crs)
 
@@ -861,10 +867,12 @@ def read_to_grid(
         if not raw and not src.any():
             return None
         dst = np.zeros(grid.shape, dtype=src.dtype)
+        masked = nodata if nodata is not None and not (how in _SAME_UNMASKED and src.all()) \
+            else None
         reproject(
             source=src, destination=dst,
-            src_transform=ds.window_transform(win), src_crs=ds.crs, src_nodata=nodata,
-            dst_transform=grid.transform, dst_crs=dst_crs, dst_nodata=nodata,
+            src_transform=ds.window_transform(win), src_crs=ds.crs, src_nodata=masked,
+            dst_transform=grid.transform, dst_crs=dst_crs, dst_nodata=masked,
             resampling=how,
         )
         return dst if raw or dst.any() else None
