@@ -42,7 +42,6 @@ class Source:
         self._idle: List[Any] = [ds]
         self._lock = threading.Lock()
         self.closed = False
-        self.opened = 1
 
     def overviews(self, band: int) -> List[int]:
         return list(self._overviews.get(band, []))
@@ -57,8 +56,6 @@ class Source:
             ds = self._idle.pop() if self._idle else None
         if ds is None:
             ds = self._reopen()
-            with self._lock:
-                self.opened += 1
         try:
             data = ds.read(band, window=window)
         except BaseException:
@@ -110,10 +107,6 @@ class Handles:
             gone = [self._sources.pop(k) for k in [k for k in self._sources if matches(k)]]
         for source in gone:
             source.close()
-
-    def opened(self) -> int:
-        with self._lock:
-            return sum(s.opened for s in self._sources.values())
 
     def close(self) -> None:
         with self._lock:
