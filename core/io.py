@@ -711,6 +711,26 @@ def _window(ds, bounds, margin: int, clip: bool) -> Optional[Window]:
     return Window(c0, r0, c1 - c0, r1 - r0)
 
 
+_KERNELS = frozenset({Resampling.bilinear, Resampling.cubic, Resampling.cubic_spline,
+                      Resampling.lanczos})
+
+
+def kernel_scale(how: Resampling, source_m: float, output_m: float) -> Dict[str, str]:
+    """GDAL warp options that fix the resampling kernel's width from the pixel sizes.
+
+    Left to itself, GDAL's warper widens a bilinear or cubic kernel by the ratio of the
+    destination window to the source window it reads. Between two UTM zones the source
+    window of a square grid is a rotated square's bounding box, so a 10 m to 10 m warp
+    was blurred as if downsampled by 5 %, and a grid cropped to a thin strip far more;
+    the same pixel also changed with the extent of the read. The ratio of the pixel
+    sizes is what the kernel should follow (1 when the output is not coarser)."""
+    if how not in _KERNELS or source_m <= 0 or output_m <= 0:
+        return {}
+    ratio = source_m / output_m
+    scale = "1" if ratio >= 0.999 else f"{ratio:.4f}"
+    return {"XSCALE": scale, "YSCALE": scale}
+
+
 def reflectance_resampling(source_m: float, output_m: float) -> Resampling:
     """Resampling of reflectance from pixels of `source_m` onto pixels of `output_m`: the
     average of the source pixels when the output is coarser than 1.5x them, else bilinear.
@@ -873,7 +893,7 @@ def read_to_grid(
             source=src, destination=dst,
             src_transform=ds.window_transform(win), src_crs=ds.crs, src_nodata=masked,
             dst_transform=grid.transform, dst_crs=dst_crs, dst_nodata=masked,
-            resampling=how,
+            resampling=how, **kernel_scale(how, max(ds.res), target_m),
         )
         return dst if raw or dst.any() else None
 

@@ -81,21 +81,41 @@ class SceneReader:
     def reflectance(
         self, scene: Scene, grid: Grid, usable: np.ndarray
     ) -> Tuple[np.ndarray, np.ndarray]:
-        """Reflectance (nb, h, w) float32 and the final validity mask."""
+        """Reflectance (nb, h, w) float32 and the final validity mask.
+
+        Only the rows and columns that hold a usable pixel are read: a tile that fills a
+        strip its neighbour of the same pass left empty, or the few pixels no earlier
+        scene gave, costs that strip and not a warp of the whole grid."""
         out = np.full((len(self.bands), grid.height, grid.width), np.nan, "float32")
         valid = usable.copy()
+        box = _bounding_box(usable)
+        if box is None:
+            return out, valid
+        r0, r1, c0, c1 = box
+        sub = grid if (r1 - r0, c1 - c0) == grid.shape else grid.subgrid(
+            r0, c0, r1 - r0, c1 - c0)
+        part, ok = out[:, r0:r1, c0:c1], valid[r0:r1, c0:c1]
 
         def read(band: str) -> Optional[np.ndarray]:
             return io.read_to_grid(
-                scene.assets[band], grid, resampling=self.resampling[band], use_overviews=True
+                scene.assets[band], sub, resampling=self.resampling[band], use_overviews=True
             )
 
         for i, dn in enumerate(self.map(read, self.bands)):
             if dn is None:
                 valid[:] = False
                 break
-            refl = scene.radiometry.reflectance(dn, out=out[i])
+            refl = scene.radiometry.reflectance(dn, out=part[i])
             # DN 0 is nodata; raw DNs below the offset give negative reflectance at edges.
-            valid &= (dn > 0) & (refl >= 0)
-        np.copyto(out, np.float32(np.nan), where=~valid[None])
+            ok &= (dn > 0) & (refl >= 0)
+        np.copyto(part, np.float32(np.nan), where=~ok[None])
         return out, valid
+
+
+def _bounding_box(mask: np.ndarray) -> Optional[Tuple[int, int, int, int]]:
+    """(first row, end row, first column, end column) of the True pixels, or None."""
+    rows = np.flatnonzero(mask.any(axis=1))
+    if rows.size == 0:
+        return None
+    cols = np.flatnonzero(mask.any(axis=0))
+    return int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
