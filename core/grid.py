@@ -20,6 +20,7 @@ from rasterio.errors import NotGeoreferencedWarning
 from rasterio.features import geometry_mask as _rio_geometry_mask
 from shapely.geometry import MultiPolygon, Polygon, box
 from shapely.geometry.base import BaseGeometry
+from shapely.wkb import loads as wkb_loads
 
 from .aoi import Aoi
 from .errors import InvalidParameterError
@@ -170,10 +171,19 @@ def _same_crs(src: str, dst: str) -> bool:
 
 
 def reproject_geometry(geometry: BaseGeometry, src_crs: str, dst_crs: str) -> BaseGeometry:
-    """`geometry` from src_crs to dst_crs (x/y = lon/lat order), densified first."""
+    """`geometry` from src_crs to dst_crs (x/y = lon/lat order), densified first.
+
+    Made once per geometry and CRS pair: the AOI check asks for the AOI in the CRS of each
+    of its scenes from worker threads, and a pyproj transformer used in a new thread is
+    built again there (tens of milliseconds each; a sixth of a warped run's CPU)."""
     if _same_crs(str(src_crs), str(dst_crs)):
         return geometry
-    return transform_xy(transformer(src_crs, dst_crs).transform, densify(geometry))
+    return _reprojected(geometry.wkb, str(src_crs), str(dst_crs))
+
+
+@functools.lru_cache(maxsize=128)
+def _reprojected(wkb: bytes, src_crs: str, dst_crs: str) -> BaseGeometry:
+    return transform_xy(transformer(src_crs, dst_crs).transform, densify(wkb_loads(wkb)))
 
 
 def pixel_size_in_crs(aoi: Aoi, crs: CRS, metres: float) -> Tuple[float, float]:

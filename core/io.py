@@ -32,6 +32,7 @@ from rasterio.errors import RasterioError
 from rasterio.warp import reproject, transform
 from rasterio.windows import Window
 
+from . import operations
 from .errors import CancelledError, OutputError, ReadError
 from .grid import Grid
 from .redact import redact_text
@@ -656,6 +657,18 @@ def _crs(crs) -> CRS:
     return crs if isinstance(crs, CRS) else CRS.from_user_input(crs)
 
 
+def _operation(src_crs: CRS, dst_crs: CRS, src_bounds: Tuple[float, float, float, float]
+               ) -> Dict[str, str]:
+    """The warp's coordinate operation, chosen once per CRS pair (`operations`)."""
+    west, south, east, north = bounds_in(src_crs, _WGS84, src_bounds)
+    pad = 0.01  # degrees: the footprint's edges between the 21 points per side
+    return operations.warp_options(src_crs.to_string(), dst_crs.to_string(),
+                                   (west - pad, south - pad, east + pad, north + pad))
+
+
+_WGS84 = CRS.from_epsg(4326)
+
+
 def bounds_in(src_crs, dst_crs, bounds: Tuple[float, float, float, float]
               ) -> Tuple[float, float, float, float]:
     """`bounds` (in `src_crs`) as bounds in `dst_crs`, from 21 points per edge.
@@ -894,6 +907,7 @@ def read_to_grid(
             src_transform=ds.window_transform(win), src_crs=ds.crs, src_nodata=masked,
             dst_transform=grid.transform, dst_crs=dst_crs, dst_nodata=masked,
             resampling=how, **kernel_scale(how, max(ds.res), target_m),
+            **_operation(ds.crs, dst_crs, src_bounds),
         )
         return dst if raw or dst.any() else None
 

@@ -568,3 +568,49 @@ def test_reflectance_reads_only_the_rows_and_columns_with_a_usable_pixel(tmp_pat
     shapes.clear()
     nothing, valid = reader.reflectance(scene, grid, np.zeros(grid.shape, bool))
     assert shapes == [] and not valid.any() and np.isnan(nothing).all()
+
+
+def test_a_warp_takes_the_coordinate_operation_chosen_once_per_crs_pair():
+    """GDAL would search PROJ's database again for every read (its cache is keyed by the
+    read's own area); the engine hands it the operation every point of the read takes,
+    only when that choice is unambiguous."""
+    from clearsky.core import operations
+
+    berlin = (13.0, 52.0, 14.0, 52.6)
+    chosen = operations.warp_options("EPSG:32633", "EPSG:3035", berlin)
+    assert "proj=laea" in chosen["COORDINATE_OPERATION"]  # the ETRS89 candidate, not ballpark
+    assert len(operations.candidates("EPSG:32633", "EPSG:3035")) >= 2
+    # a read across the western edge of ETRS89's area: some points would take another op
+    assert operations.warp_options("EPSG:32628", "EPSG:3035", (-17.0, 40.0, -15.0, 41.0)) \
+        == {}
+    # between two UTM zones of one datum PROJ has one operation, valid everywhere
+    assert len(operations.candidates("EPSG:32632", "EPSG:32633")) == 1
+    assert operations.warp_options("EPSG:32632", "EPSG:32633", berlin)
+    # the rule itself: one regional candidate that holds the read, then a fallback
+    region, world = ("a", (0.0, 0.0, 10.0, 10.0)), ("b", None)
+    assert operations.choose([region, world], (1, 1, 2, 2)) == "a"
+    assert operations.choose([region, world], (9, 9, 11, 11)) is None
+    assert operations.choose([region, world], (20, 20, 21, 21)) == "b"
+    assert operations.choose([world, region], (1, 1, 2, 2)) is None
+    assert operations.choose([region, ("c", (1.0, 1.0, 3.0, 3.0)), world], (1, 1, 2, 2)) \
+        is None
+
+
+@pytest.mark.parametrize("dst_crs", ["EPSG:3035", "EPSG:32632"])
+def test_a_warp_with_the_chosen_operation_gives_gdals_own_pixels(tmp_path, dst_crs):
+    """Byte-equal to GDAL left to choose, for the warps of the benchmark (UTM 33 into
+    EPSG:3035 and into UTM 32)."""
+    rng = np.random.default_rng(11)
+    path = write_tiff(tmp_path / "b.tif", rng.integers(1, 12000, (300, 300)).astype("uint16"),
+                      10.0)
+    west, south, east, north = rasterio.warp.transform_bounds(
+        CRS, dst_crs, ORIGIN[0] + 500, ORIGIN[1] - 2500, ORIGIN[0] + 2500, ORIGIN[1] - 500)
+    grid = Grid(dst_crs, Affine(10.0, 0, round(west), 0, -10.0, round(north)),
+                int((east - west) // 10), int((north - south) // 10))
+    for how in (Resampling.nearest, Resampling.bilinear):
+        ours = io.read_to_grid(str(path), grid, resampling=how, use_overviews=False,
+                               allow_local=True)
+        src, dst = rasterio.crs.CRS.from_string(CRS), rasterio.crs.CRS.from_string(dst_crs)
+        assert io._operation(src, dst, io.bounds_in(dst, src, grid.bounds))  # handed over
+        np.testing.assert_array_equal(
+            ours, gdal_warp(path, grid, how, raw=False, **io.kernel_scale(how, 10.0, 10.0)))
