@@ -181,7 +181,7 @@ def reproject_geometry(geometry: BaseGeometry, src_crs: str, dst_crs: str) -> Ba
     return _reprojected(geometry.wkb, str(src_crs), str(dst_crs))
 
 
-@functools.lru_cache(maxsize=128)
+@functools.lru_cache(maxsize=16)
 def _reprojected(wkb: bytes, src_crs: str, dst_crs: str) -> BaseGeometry:
     return transform_xy(transformer(src_crs, dst_crs).transform, densify(wkb_loads(wkb)))
 

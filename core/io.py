@@ -659,10 +659,13 @@ def _crs(crs) -> CRS:
 
 def _operation(src_crs: CRS, dst_crs: CRS, src_bounds: Tuple[float, float, float, float]
                ) -> Dict[str, str]:
-    """The warp's coordinate operation, chosen once per CRS pair (`operations`)."""
+    """The warp's coordinate operation, chosen once per CRS pair (`operations`); none
+    within one CRS (GDAL would then build a reprojection for a no-op)."""
+    if src_crs == dst_crs:
+        return {}
     west, south, east, north = bounds_in(src_crs, _WGS84, src_bounds)
     pad = 0.01  # degrees: the footprint's edges between the 21 points per side
-    return operations.warp_options(src_crs.to_string(), dst_crs.to_string(),
+    return operations.warp_options(src_crs.to_wkt(), dst_crs.to_wkt(),
                                    (west - pad, south - pad, east + pad, north + pad))
 
 
@@ -698,6 +701,12 @@ def _pixel_size_in(grid: Grid, crs: CRS) -> float:
     return min(math.hypot(tx[1] - tx[0], ty[1] - ty[0]), math.hypot(tx[2] - tx[0], ty[2] - ty[0]))
 
 
+# An overview up to 1 % coarser than the output still counts as fine enough: across UTM
+# zones the output pixel measured in the source CRS is a fraction of a percent off the
+# nominal size, and varies with the part of the grid a read covers.
+OVERVIEW_SLACK = 0.01
+
+
 def choose_overview(width: int, height: int, res: float, factors: Sequence[int],
                     target_res: float) -> Optional[int]:
     """Index of the coarsest overview not coarser than target_res (None: full resolution)."""
@@ -705,7 +714,7 @@ def choose_overview(width: int, height: int, res: float, factors: Sequence[int],
     for i, f in enumerate(factors):
         ov_w, ov_h = -(-width // f), -(-height // f)  # GDAL rounds overview sizes up
         ov_res = res * max(width / ov_w, height / ov_h)
-        if ov_res <= target_res * (1 + 1e-6):
+        if ov_res <= target_res * (1 + OVERVIEW_SLACK):
             best = i
     return best
 

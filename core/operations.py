@@ -14,13 +14,14 @@ Otherwise (a read across the edge of an area) nothing is handed over and GDAL de
 from __future__ import annotations
 
 import functools
-from typing import Dict, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 from pyproj.exceptions import ProjError
-from pyproj.transformer import TransformerGroup
+from pyproj.transformer import AreaOfInterest, TransformerGroup
 
 Box = Tuple[float, float, float, float]  # west, south, east, north (degrees)
-Candidate = Tuple[str, Optional[Box]]  # PROJ definition, area of use (None: everywhere)
+# PROJ definition, area of use (None: everywhere), accuracy in metres (-1: unknown)
+Candidate = Tuple[str, Optional[Box], float]
 
 
 def warp_options(src_crs: str, dst_crs: str, lonlat: Box) -> Dict[str, str]:
@@ -30,20 +31,23 @@ def warp_options(src_crs: str, dst_crs: str, lonlat: Box) -> Dict[str, str]:
 
 
 def choose(found: Sequence[Candidate], lonlat: Box) -> Optional[str]:
-    """The one candidate every point of `lonlat` takes whatever the order GDAL sorts the
-    candidates in for its area of interest: the only one whose area meets the read and
-    contains it, ahead of at most one that applies everywhere (a ballpark fallback); or
-    the only one that applies everywhere. None when the choice is not that clear."""
-    meeting = [(d, a) for d, a in found if a is None or not _disjoint(lonlat, a)]
-    regional = [(d, a) for d, a in meeting if a is not None]
-    everywhere = [d for d, a in meeting if a is None]
-    if not regional:
-        return everywhere[0] if len(everywhere) == 1 else None
-    if len(regional) > 1 or len(everywhere) > 1:
+    """The one candidate PROJ takes at every point of `lonlat`, whatever order GDAL sorts
+    them in for its area of interest: the only regional one that meets the read, when it
+    contains the read, has a known accuracy and the only other candidate meeting it is a
+    worldwide fallback of unknown accuracy (a ballpark); or the only candidate there.
+    PROJ takes, among the candidates whose area holds a point, the one of best known
+    accuracy. None when the choice is not that clear."""
+    meeting = [c for c in found if c[1] is None or not _disjoint(lonlat, c[1])]
+    if len(meeting) == 1:
+        definition, area, _ = meeting[0]
+        return definition if area is None or _inside(lonlat, area) else None
+    regional = [c for c in meeting if c[1] is not None]
+    everywhere = [c for c in meeting if c[1] is None]
+    if len(regional) != 1 or len(everywhere) != 1:
         return None
-    definition, area = regional[0]
-    if not _inside(lonlat, area) or meeting[0][1] is None:
-        return None  # points outside the area, or a worldwide candidate ranked first
+    (definition, area, accuracy), fallback = regional[0], everywhere[0]
+    if area is None or not _inside(lonlat, area) or accuracy < 0 or fallback[2] >= 0:
+        return None
     return definition
 
 
@@ -53,23 +57,27 @@ def candidates(src_crs: str, dst_crs: str) -> Tuple[Candidate, ...]:
     applies its axis mapping around the operation). Empty when PROJ offers none that can
     be instantiated, or an area crosses the antimeridian (then GDAL decides)."""
     try:
-        group = TransformerGroup(src_crs, dst_crs, always_xy=False)
+        group = TransformerGroup(src_crs, dst_crs, always_xy=False,
+                                 area_of_interest=AreaOfInterest(-180, -90, 180, 90))
     except ProjError:
         return ()
-    found = []
+    if group.unavailable_operations:
+        return ()  # a grid pyproj lacks may be one GDAL finds (QGIS's own PROJ paths)
+    found: List[Candidate] = []
     for op in group.transformers:
         definition = op.definition
         if not definition or "unavailable" in definition:
             return ()
+        accuracy = float(op.accuracy) if op.accuracy is not None else -1.0
         area = op.area_of_use
         if area is None:
-            found.append((definition, None))
+            found.append((definition, None, accuracy))
             continue
         west, south, east, north = area.bounds
         if west > east:
             return ()
         whole = west <= -180 and east >= 180 and south <= -90 and north >= 90
-        found.append((definition, None if whole else (west, south, east, north)))
+        found.append((definition, None if whole else (west, south, east, north), accuracy))
     return tuple(found)
 
 
