@@ -4,11 +4,11 @@ Every `rasterio.warp.reproject` builds GDAL's image-to-image transformer with th
 interest of its own windows, so GDAL's cache of transformations never hits and PROJ
 searches its database (SQLite) again for every read: 4 to 8 ms a read between a UTM zone
 and EPSG:3035, a fifth of a warped run's CPU. PROJ's choice among the candidate
-operations is per point: the first candidate (in its order of relevance) whose area of use
-contains the point. When a read lies entirely inside the area of one candidate and
-outside the areas of all the candidates before it, every point takes that candidate;
-handing it to GDAL as COORDINATE_OPERATION gives the same pixels without the search.
-Otherwise (a read across the edge of an area) nothing is handed over and GDAL decides.
+operations is per point: among those whose area of use holds the point, the one of best
+known accuracy. When that is the same candidate at every point of a read whatever the
+order GDAL lists them in (see `choose`), handing it to GDAL as COORDINATE_OPERATION gives
+the same pixels without the search. Otherwise (a read across the edge of an area, several
+regional candidates, a grid pyproj cannot find) nothing is handed over and GDAL decides.
 """
 
 from __future__ import annotations
