@@ -663,10 +663,13 @@ def _operation(src_crs: CRS, dst_crs: CRS, src_bounds: Tuple[float, float, float
     within one CRS (GDAL would then build a reprojection for a no-op)."""
     if src_crs == dst_crs:
         return {}
-    west, south, east, north = bounds_in(src_crs, _WGS84, src_bounds)
-    pad = 0.01  # degrees: the footprint's edges between the 21 points per side
-    return operations.warp_options(src_crs.to_wkt(), dst_crs.to_wkt(),
-                                   (west - pad, south - pad, east + pad, north + pad))
+
+    def footprint() -> Tuple[float, float, float, float]:
+        west, south, east, north = bounds_in(src_crs, _WGS84, src_bounds)
+        pad = 0.01  # degrees: the footprint's edges between the 21 points per side
+        return west - pad, south - pad, east + pad, north + pad
+
+    return operations.warp_options(src_crs.to_wkt(), dst_crs.to_wkt(), footprint)
 
 
 _WGS84 = CRS.from_epsg(4326)

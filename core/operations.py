@@ -14,7 +14,7 @@ regional candidates, a grid pyproj cannot find) nothing is handed over and GDAL 
 from __future__ import annotations
 
 import functools
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 from pyproj.exceptions import ProjError
 from pyproj.transformer import AreaOfInterest, TransformerGroup
@@ -24,9 +24,16 @@ Box = Tuple[float, float, float, float]  # west, south, east, north (degrees)
 Candidate = Tuple[str, Optional[Box], float]
 
 
-def warp_options(src_crs: str, dst_crs: str, lonlat: Box) -> Dict[str, str]:
-    """{"COORDINATE_OPERATION": ...} for a read whose footprint is `lonlat`, or {}."""
-    chosen = choose(candidates(src_crs, dst_crs), lonlat)
+def warp_options(src_crs: str, dst_crs: str, footprint: Callable[[], Box]
+                 ) -> Dict[str, str]:
+    """{"COORDINATE_OPERATION": ...} for a read whose lon/lat box `footprint()` gives, or
+    {}. The footprint is asked for only when a candidate has an area (not between two UTM
+    zones of one datum, whose one operation applies everywhere)."""
+    found = candidates(src_crs, dst_crs)
+    if not found:
+        return {}
+    regional = any(area is not None for _, area, _ in found)
+    chosen = choose(found, footprint() if regional else (-180.0, -90.0, 180.0, 90.0))
     return {"COORDINATE_OPERATION": chosen} if chosen else {}
 
 

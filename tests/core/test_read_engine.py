@@ -465,10 +465,13 @@ def test_threads_opening_one_file_at_once_send_one_head(served, assets):
     with rasterio.open(tif) as ds:  # a window of the file's own grid, read through the run
         grid = Grid(ds.crs.to_string(), ds.transform * Affine.translation(
             ds.width // 2, ds.height // 2), 64, 64)  # inside the data (its corner is empty)
-    with ThreadPoolExecutor(8, initializer=io.init_worker,
-                            initargs=(io.gdal_options(16), tiles)) as pool:
-        reads = list(pool.map(lambda _: io.read_to_grid(url, grid), range(8)))
-        pool.submit(io.close_datasets).result()
+    try:
+        with ThreadPoolExecutor(8, initializer=io.init_worker,
+                                initargs=(io.gdal_options(16), tiles)) as pool:
+            reads = list(pool.map(lambda _: io.read_to_grid(url, grid), range(8)))
+            pool.submit(io.close_datasets).result()
+    finally:
+        tiles.end()  # as a run does: its open datasets must not outlive it
     assert all(r is not None and r.shape == (64, 64) for r in reads)
     mine = [r for r in assets.requests() if r["path"].endswith(tif.relative_to(served.root)
                                                                 .as_posix())]
@@ -603,17 +606,18 @@ def test_a_warp_takes_the_coordinate_operation_chosen_once_per_crs_pair():
     from clearsky.core import operations
 
     berlin = (13.0, 52.0, 14.0, 52.6)
-    chosen = operations.warp_options("EPSG:32633", "EPSG:3035", berlin)
+    chosen = operations.warp_options("EPSG:32633", "EPSG:3035", lambda: berlin)
     assert "proj=laea" in chosen["COORDINATE_OPERATION"]  # the ETRS89 candidate, not ballpark
     assert len(operations.candidates("EPSG:32633", "EPSG:3035")) >= 2
     # a read across the western edge of ETRS89's area: some points would take another op
-    assert operations.warp_options("EPSG:32628", "EPSG:3035", (-17.0, 40.0, -15.0, 41.0)) \
+    assert operations.warp_options("EPSG:32628", "EPSG:3035",
+                                   lambda: (-17.0, 40.0, -15.0, 41.0)) \
         == {}
     # between two UTM zones of one datum PROJ has one operation, valid everywhere
     assert len(operations.candidates("EPSG:32632", "EPSG:32633")) == 1
-    assert operations.warp_options("EPSG:32632", "EPSG:32633", berlin)
+    assert operations.warp_options("EPSG:32632", "EPSG:32633", lambda: berlin)
     # several regional candidates (German grids): GDAL decides
-    assert operations.warp_options("EPSG:32632", "EPSG:31467", berlin) == {}
+    assert operations.warp_options("EPSG:32632", "EPSG:31467", lambda: berlin) == {}
     # the rule itself: one regional candidate of known accuracy that holds the read, then
     # a ballpark fallback (unknown accuracy) that PROJ takes only outside its area
     region, ballpark = ("a", (0.0, 0.0, 10.0, 10.0), 1.0), ("b", None, -1.0)
