@@ -283,8 +283,9 @@ class _SafeReads:
         got = self._guard(index, self.reader.usable_and_covered, scene, grid)
         return None if got is None else (got[0] & target, got[1])
 
-    def reflectance(self, index: int, scene: Scene, grid: Grid, usable: np.ndarray):
-        return self._guard(index, self.reader.reflectance, scene, grid, usable)
+    def reflectance(self, index: int, scene: Scene, grid: Grid, usable: np.ndarray,
+                    out: Optional[np.ndarray] = None):
+        return self._guard(index, self.reader.reflectance, scene, grid, usable, out)
 
 
 def _native_first(scenes: List[Indexed], crs: str) -> List[Indexed]:

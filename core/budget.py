@@ -39,10 +39,10 @@ def stack_bytes_per_pixel(passes: int, bands: int, stacked: bool,
     if not stacked:  # best pixel: the result, the band reads in flight, one SCL mask per
         #              scene masked (about two tiles per pass) and the count's per pass
         return 4 * nb * (1 + BEST_READS) + 3 * n + 24
-    # the stack (written in place), the masks per pass, one band's sorted copy, its NaN
-    # mask and counts, the pass reads not yet stacked (their bands and masks, merged) and
-    # the count band
-    held = 4 * n * nb + n + 4 * n + 3 * n + PASSES_AHEAD * (8 * nb + 4) + 64
+    # the stack (the pass reads write into it), the masks per pass, one band's sorted
+    # copy, its NaN mask and counts, the pass reads in flight (their 16-bit DNs, SCL and
+    # masks; a float DN file would hold 4 more bytes per band) and the count band
+    held = 4 * n * nb + n + 4 * n + 3 * n + PASSES_AHEAD * (2 * nb + 12) + 64
     if feathered:  # weights per pass, the fading weights, the passes left out, temporaries
         held += 4 * n + 4 * n + n + 2 * n
     return held

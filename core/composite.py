@@ -77,18 +77,36 @@ class Stack:
     """A block's observations, written into one preallocated array as they arrive.
 
     A list of arrays joined by np.stack holds every observation twice at its peak; this
-    holds it once. Slots never written are never touched, so they take no memory."""
+    holds it once. Observations come either appended (`add`) or written by their reads
+    straight into a slot per pass (`slot`, then `keep` for those that gave a pixel), which
+    saves a copy and an array per pass in flight; `view` then closes the gaps in place."""
 
     def __init__(self, capacity: int, nbands: int, shape: Tuple[int, int],
-                 dtype: str = "float32") -> None:
-        self.data = np.empty((max(1, capacity), nbands, *shape), dtype=dtype)
+                 dtype: str = "float32", fill: Optional[float] = None) -> None:
+        if fill is None:  # slots never written are never touched: they take no memory
+            self.data = np.empty((max(1, capacity), nbands, *shape), dtype=dtype)
+        else:
+            self.data = np.full((max(1, capacity), nbands, *shape), fill, dtype=dtype)
         self.n = 0
+        self._kept: list = []
 
     def add(self, values: np.ndarray) -> None:
         self.data[self.n] = values
         self.n += 1
 
+    def slot(self, k: int) -> np.ndarray:
+        return self.data[k]
+
+    def keep(self, k: int) -> None:
+        """Slot k holds an observation (slots are kept in increasing order)."""
+        self._kept.append(k)
+
     def view(self) -> np.ndarray:
+        if self._kept:
+            for w, k in enumerate(self._kept):
+                if w != k:
+                    self.data[w] = self.data[k]
+            self.n, self._kept = len(self._kept), []
         return self.data[: self.n]
 
 

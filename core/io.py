@@ -843,7 +843,8 @@ def _fine_lattice_read(ds, path: str, level: Optional[int], band: int, grid: Gri
             ds, path, level, band, Window(cc0, rr0, cc1 - cc0, rr1 - rr0))
     rows = (row + np.arange(h)) // m - r0
     cols = (col + np.arange(w)) // m - c0
-    return np.ascontiguousarray(src[rows[:, None], cols[None, :]])
+    # one axis at a time: several times faster than one 2-D fancy index (src[rows, cols])
+    return np.take(np.take(src, cols, axis=1), rows, axis=0)
 
 
 def read_to_grid(

@@ -79,14 +79,18 @@ class SceneReader:
         return ok[m:-m, m:-m], has_data[m:-m, m:-m]
 
     def reflectance(
-        self, scene: Scene, grid: Grid, usable: np.ndarray
+        self, scene: Scene, grid: Grid, usable: np.ndarray, out: Optional[np.ndarray] = None
     ) -> Tuple[np.ndarray, np.ndarray]:
         """Reflectance (nb, h, w) float32 and the final validity mask.
 
         Only the rows and columns that hold a usable pixel are read: a tile that fills a
         strip its neighbour of the same pass left empty, or the few pixels no earlier
-        scene gave, costs that strip and not a warp of the whole grid."""
-        out = np.full((len(self.bands), grid.height, grid.width), np.nan, "float32")
+        scene gave, costs that strip and not a warp of the whole grid.
+        `out` (float32 (nb, h, w), e.g. a block's stack slot): written only at the valid
+        pixels and returned, so a further tile of the same pass or nothing else fills the
+        rest; otherwise a new array, NaN where not valid."""
+        if out is None:
+            out = np.full((len(self.bands), grid.height, grid.width), np.nan, "float32")
         valid = usable.copy()
         box = _bounding_box(usable)
         if box is None:
@@ -101,14 +105,27 @@ class SceneReader:
                 scene.assets[band], sub, resampling=self.resampling[band], use_overviews=True
             )
 
-        for i, dn in enumerate(self.map(read, self.bands)):
-            if dn is None:
+        dns = []
+        for dn in self.map(read, self.bands):
+            if dn is None:  # a band with nothing here: the scene gives no pixel
                 valid[:] = False
-                break
-            refl = scene.radiometry.reflectance(dn, out=part[i])
+                return out, valid
+            dns.append(dn)
+        radiometry = scene.radiometry
+        floats: Dict[int, np.ndarray] = {}
+        for i, dn in enumerate(dns):
             # DN 0 is nodata; raw DNs below the offset give negative reflectance at edges.
-            ok &= (dn > 0) & (refl >= 0)
-        np.copyto(part, np.float32(np.nan), where=~ok[None])
+            first = radiometry.first_valid_dn(dn.dtype)
+            if first is not None:
+                ok &= dn >= first
+            else:  # float or wide DNs: judge the reflectance itself
+                floats[i] = radiometry.reflectance(dn, out=np.empty(dn.shape, np.float32))
+                ok &= (dn > 0) & (floats[i] >= 0)
+        for i, dn in enumerate(dns):
+            if i in floats:
+                np.copyto(part[i], floats[i], where=ok)
+            else:
+                radiometry.reflectance(dn, out=part[i], where=ok)
         return out, valid
 
 

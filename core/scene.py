@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Mapping, Optional
@@ -32,13 +33,35 @@ class Radiometry:
     scale: float = 0.0001
     offset: float = 0.0
 
-    def reflectance(self, dn, out=None):  # numpy array in, float32 array out
-        """Into `out` (float32, dn's shape) when given: no temporary arrays."""
+    def reflectance(self, dn, out=None, where=True):  # numpy array in, float32 array out
+        """Into `out` (float32, dn's shape) when given, only where `where`: no temporary
+        arrays, and pixels outside `where` keep what `out` held."""
         if out is None:
             return dn.astype("float32") * self.scale + self.offset
-        np.multiply(dn, np.float32(self.scale), out=out, dtype=np.float32)
-        out += np.float32(self.offset)
+        np.multiply(dn, np.float32(self.scale), out=out, dtype=np.float32, where=where)
+        np.add(out, np.float32(self.offset), out=out, where=where)
         return out
+
+    def first_valid_dn(self, dtype) -> Optional[int]:
+        """The smallest DN > 0 whose reflectance is >= 0, for 8 and 16 bit integer DNs
+        (None for other types, or when no DN qualifies): `dn >= first_valid_dn` is then
+        exactly `(dn > 0) & (reflectance(dn) >= 0)`, without a float array per band."""
+        return _first_valid_dn(float(self.scale), float(self.offset), np.dtype(dtype).str)
+
+
+@functools.lru_cache(maxsize=64)
+def _first_valid_dn(scale: float, offset: float, dtype: str) -> Optional[int]:
+    kind = np.dtype(dtype)
+    if kind.kind not in "ui" or kind.itemsize > 2:
+        return None
+    dn = np.arange(1, np.iinfo(kind).max + 1, dtype=kind)
+    refl = np.multiply(dn, np.float32(scale), dtype=np.float32)
+    refl += np.float32(offset)
+    ok = refl >= 0  # float32 products and sums are monotone in the DN: ok is a suffix
+    if not ok.any():
+        return None
+    first = int(np.argmax(ok))
+    return int(dn[first]) if ok[first:].all() else None
 
 
 @dataclass(frozen=True)

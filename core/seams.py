@@ -322,6 +322,16 @@ def fit_normalisation(passes: Sequence[Pass], grid: Grid, aoi: Optional[BaseGeom
     return fit_stack(stack, [p.pass_id for p in passes])
 
 
+def normalise_at(values: np.ndarray, fit: Optional[PassFit], where: np.ndarray) -> None:
+    """`normalise` in place, at the pixels of `where` only (the others are another
+    tile's, already normalised, or empty)."""
+    if fit is None or not fit.pixels:
+        return
+    for band, gain, offset in zip(values, fit.gains, fit.offsets):
+        np.subtract(band, np.float32(offset), out=band, where=where)
+        np.divide(band, np.float32(gain), out=band, where=where)
+
+
 def normalise(values: np.ndarray, fit: Optional[PassFit]) -> np.ndarray:
     if fit is None or not fit.pixels:
         return values
@@ -393,7 +403,7 @@ def compose(task, grid: Grid, target: np.ndarray, reads, mapper: Callable,
 
 def _read_pass_halo(scenes, pass_id: str, spec: SeamSpec, grid: Grid, halo: int,
                     target: np.ndarray, reads, nb: int, need: Optional[np.ndarray] = None,
-                    stop_when_covered: bool = True):
+                    stop_when_covered: bool = True, out: Optional[np.ndarray] = None):
     """One pass's tiles over the block: values and validity on the block (normalised),
     its clear mask on the block plus halo, the block's usable pixels and the pixels each
     tile gave; only pixels in `need` are read. Tiles of one pass repeat one observation.
@@ -403,11 +413,12 @@ def _read_pass_halo(scenes, pass_id: str, spec: SeamSpec, grid: Grid, halo: int,
     (not `stop_when_covered`) reads every tile, as blocks._best does. With a halo and
     `stop_when_covered`, the first tile with data at a pixel decides it (mask and value)
     and the further tiles are read only while the block and its halo are not covered: a
-    pixel's mask then never depends on where its block starts."""
+    pixel's mask then never depends on where its block starts.
+    `out`: the NaN-filled (nb, h, w) array to write the values into (a stack slot)."""
     wide = halo_grid(grid, halo)
     everywhere = np.ones(wide.shape, bool)
     covered = np.zeros(wide.shape, bool)
-    values = np.full((nb, *grid.shape), np.nan, np.float32)
+    values = out if out is not None else np.full((nb, *grid.shape), np.nan, np.float32)
     valid = np.zeros(grid.shape, bool)
     usable_halo = np.zeros(wide.shape, bool)
     seen = np.zeros(grid.shape, bool)
@@ -428,12 +439,12 @@ def _read_pass_halo(scenes, pass_id: str, spec: SeamSpec, grid: Grid, halo: int,
         seen |= block_usable
         wanted = block_usable & ~valid if need is None else block_usable & ~valid & need
         if wanted.any():
-            read = reads.reflectance(index, scene, grid, wanted)
+            # written straight into `values`, at pixels no earlier tile gave (`wanted`)
+            read = reads.reflectance(index, scene, grid, wanted, values)
             if read is None:
                 continue  # its pixels are left to the other tiles of the pass
-            vals, ok = read
-            new = ok & ~valid
-            np.copyto(values, normalise(vals, fit), where=new[None])
+            new = read[1]
+            normalise_at(values, fit, new)
             valid |= new
             owners.append((index, new))
         usable_halo |= got
@@ -498,29 +509,29 @@ def _stack(task, spec: SeamSpec, grid: Grid, target: np.ndarray, reads, mapper: 
     count = np.zeros(grid.shape, "uint16") if cspec.count_band else None
     contributed: Dict[int, int] = {}
     n = len(ordered)
-    layers = composite.Stack(n, len(cspec.bands), grid.shape)
+    layers = composite.Stack(n, len(cspec.bands), grid.shape, fill=np.nan)
     weights = composite.Stack(n if feather_px > 0 else 0, 1, grid.shape)
     valids = composite.Stack(n, 1, grid.shape, "bool")
-    for values, valid, usable_halo, _seen, owners in mapper(
-        lambda item: _read_pass_halo(item[1], item[0], spec, grid, halo, target, reads,
-                                     len(cspec.bands)),
-        ordered,
-    ):
+    for k, (values, valid, usable_halo, _seen, owners) in enumerate(mapper(
+        lambda item: _read_pass_halo(item[1][1], item[1][0], spec, grid, halo, target,
+                                     reads, len(cspec.bands), out=layers.slot(item[0])),
+        list(enumerate(ordered)),
+    )):
         if not valid.any():
             continue
         for index, new in owners:
             contributed[index] = contributed.get(index, 0) + int(new.sum())
-        layers.add(values)
+        layers.keep(k)
         valids.add(valid)
         if feather_px > 0:
             weights.add(np.where(valid, feather_weight(usable_halo, halo, feather_px), 0.0))
         del values, usable_halo
         if count is not None:
             count += valid.astype("uint16")
-    if not layers.n:
+    stack = layers.view()
+    if not len(stack):
         out = np.full((cspec.value_bands,) + grid.shape, np.nan, "float32")
         return out, count, None, contributed, SeamStats()
-    stack = layers.view()
     valid = valids.view()[:, 0]
     out = _reduce(stack, cspec)
     if feather_px > 0:

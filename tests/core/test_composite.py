@@ -162,3 +162,17 @@ def test_a_stack_holds_what_was_added_in_order():
         stack.add(np.full((2, 3, 4), k, "float32"))
     assert stack.view().shape == (3, 2, 3, 4)
     assert [float(stack.view()[k, 1, 2, 3]) for k in range(3)] == [0.0, 1.0, 2.0]
+
+
+def test_a_stack_written_by_slot_closes_the_gaps_of_passes_that_gave_nothing():
+    """Pass reads write straight into their slot; a pass that gave no pixel leaves no
+    observation: the view is the kept slots, in order, as if they had been added."""
+    stack = Stack(5, 2, (3, 4), fill=np.nan)
+    for k in (0, 2, 3):
+        stack.slot(k)[...] = k
+    for k in (0, 2, 3):
+        stack.keep(k)
+    view = stack.view()
+    assert view.shape == (3, 2, 3, 4)
+    assert [float(view[k, 1, 2, 3]) for k in range(3)] == [0.0, 2.0, 3.0]
+    assert np.isnan(Stack(2, 1, (2, 2), fill=np.nan).slot(1)).all()

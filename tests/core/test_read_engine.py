@@ -597,6 +597,32 @@ def test_reflectance_reads_only_the_rows_and_columns_with_a_usable_pixel(tmp_pat
                  {"red": str(bands["red"]), "nir": str(far)}, Radiometry(0.0001, -0.1))
     out, valid = reader.reflectance(lost, grid, strip)
     assert not valid.any() and np.isnan(out).all()
+    # into a pass's slot: only the strip's valid pixels are written, the rest is kept
+    slot = np.full((2, *grid.shape), 7.0, "float32")
+    got, valid = reader.reflectance(scene, grid, strip, out=slot)
+    assert got is slot and valid.sum() > 0.8 * strip.sum()
+    np.testing.assert_array_equal(slot[:, valid], part[:, valid])
+    assert (slot[:, ~valid] == 7.0).all()
+
+
+@pytest.mark.parametrize("dtype", ["uint16", "uint8", "int16"])
+@pytest.mark.parametrize("scale,offset", [(0.0001, -0.1), (0.0001, 0.0), (2.75e-05, -0.2),
+                                          (0.0001, 0.3), (1e-7, -1.0)])
+def test_the_first_valid_dn_is_exactly_the_reflectance_rule(dtype, scale, offset):
+    """`dn >= first_valid_dn` must select the very pixels `(dn > 0) & (reflectance >= 0)`
+    selects, for every DN of the type, or say it cannot (None)."""
+    from clearsky.core.scene import Radiometry
+
+    radiometry = Radiometry(scale, offset)
+    info = np.iinfo(dtype)
+    dn = np.arange(info.min, info.max + 1).astype(dtype)
+    rule = (dn > 0) & (radiometry.reflectance(dn, out=np.empty(dn.shape, "float32")) >= 0)
+    first = radiometry.first_valid_dn(dtype)
+    if first is None:
+        assert not rule.any()
+    else:
+        np.testing.assert_array_equal(dn >= first, rule)
+    assert radiometry.first_valid_dn("float32") is None
 
 
 def test_a_warp_takes_the_coordinate_operation_chosen_once_per_crs_pair():
