@@ -802,12 +802,15 @@ def _lattice_read(ds, path: str, level: Optional[int], band: int, grid: Grid,
     h, w = grid.shape
     dtype = np.dtype(ds.dtypes[band - 1])
     _check_alloc(h * k, w * k, dtype)
-    src = np.zeros((h * k, w * k), dtype)
     c0, r0 = max(col, 0), max(row, 0)
     c1, r1 = min(col + w * k, ds.width), min(row + h * k, ds.height)
-    if c1 > c0 and r1 > r0:
-        src[r0 - row:r1 - row, c0 - col:c1 - col] = _read(
-            ds, path, level, band, Window(c0, r0, c1 - c0, r1 - r0))
+    if (c0, r0, c1, r1) == (col, row, col + w * k, row + h * k):  # inside: no padding
+        src = _read(ds, path, level, band, Window(c0, r0, c1 - c0, r1 - r0))
+    else:
+        src = np.zeros((h * k, w * k), dtype)
+        if c1 > c0 and r1 > r0:
+            src[r0 - row:r1 - row, c0 - col:c1 - col] = _read(
+                ds, path, level, band, Window(c0, r0, c1 - c0, r1 - r0))
     if k == 1:
         return src
     if resampling is Resampling.nearest:
@@ -835,12 +838,15 @@ def _fine_lattice_read(ds, path: str, level: Optional[int], band: int, grid: Gri
     _check_alloc(h, w, dtype)
     r0, c0 = row // m, col // m  # source pixels under the first and last grid pixels
     r1, c1 = (row + h - 1) // m + 1, (col + w - 1) // m + 1
-    src = np.zeros((r1 - r0, c1 - c0), dtype)
     rr0, cc0 = max(r0, 0), max(c0, 0)
     rr1, cc1 = min(r1, ds.height), min(c1, ds.width)
-    if rr1 > rr0 and cc1 > cc0:
-        src[rr0 - r0:rr1 - r0, cc0 - c0:cc1 - c0] = _read(
-            ds, path, level, band, Window(cc0, rr0, cc1 - cc0, rr1 - rr0))
+    if (rr0, cc0, rr1, cc1) == (r0, c0, r1, c1):  # inside: no padding
+        src = _read(ds, path, level, band, Window(c0, r0, c1 - c0, r1 - r0))
+    else:
+        src = np.zeros((r1 - r0, c1 - c0), dtype)
+        if rr1 > rr0 and cc1 > cc0:
+            src[rr0 - r0:rr1 - r0, cc0 - c0:cc1 - c0] = _read(
+                ds, path, level, band, Window(cc0, rr0, cc1 - cc0, rr1 - rr0))
     rows = (row + np.arange(h)) // m - r0
     cols = (col + np.arange(w)) // m - c0
     # one axis at a time: several times faster than one 2-D fancy index (src[rows, cols])

@@ -42,6 +42,7 @@ from .params import MosaicParams
 from .periods import Period, period_path, split_periods
 from .plan import Pass, plan_passes
 from .progress import NullProgress, Progress, SubProgress, check_cancelled
+from .readplan import ReadPlan
 from .report import check_report_paths, report_paths, write_scene_report
 from .results import MosaicResult, PeriodOutput, SceneReport
 from .search import run_search, search_scenes, why_nothing_left
@@ -240,8 +241,16 @@ def _compose(params: MosaicParams, grid: Grid, chosen: Sequence[SceneReport], st
                               params.block_size, running.memory_limit,
                               feathered=params.feather_m > 0,
                               grid_side=max(grid.width, grid.height))
-    _check_margin(params, grid, passes, sized.side)
+    margin = _check_margin(params, grid, passes, sized.side)
     blocks = grid.blocks(sized.side)
+    relevant = _relevant_passes(params, passes, blocks)
+    tiles = io.current_tiles()
+    plan = None
+    if tiles is not None:  # the run's tiles stay while a block still to compute reads them
+        halo = seams.halo_px(outcome.seam_spec, grid)
+        plan = ReadPlan(grid, sized.side, margin + halo,
+                        [_paths_of(r, params.bands) for r in relevant])
+        tiles.use_plan(plan)
     progress.info(
         f"Compositing {len(chosen)} scene(s) from {len(passes)} pass(es) into a "
         f"{grid.width} x {grid.height} grid ({grid.crs}, {params.resolution:g} m pixels), "
@@ -249,8 +258,8 @@ def _compose(params: MosaicParams, grid: Grid, chosen: Sequence[SceneReport], st
     )
     ledger = Ledger(path) if params.resume else None
     with io.CogWriter(path, grid, len(names), output.dtype_of(params.output_type), 0,
-                      params.overwrite) as out:
-        tasks = _tasks(params, grid, blocks, passes, options, outcome, run_id,
+                      params.overwrite) as out, _planned(tiles, plan):
+        tasks = _tasks(params, grid, blocks, relevant, options, outcome, run_id,
                        outcome.seam_spec)
         total = grid.width * grid.height
         done_px = 0
@@ -259,6 +268,10 @@ def _compose(params: MosaicParams, grid: Grid, chosen: Sequence[SceneReport], st
             data = read_part(result.part) if result.data.size == 0 and result.part else \
                 result.data
             out.write(result.block.row_off, result.block.col_off, data)
+            if plan is not None and tiles is not None:
+                index = plan.index(task.block.row_off, task.block.col_off)
+                if _same_block(blocks[index], task.block):  # not a quarter of one
+                    tiles.block_done(index)
             outcome.add(result)
             if ledger is not None and not cached and result.sha256:
                 ledger.record(task, result)
@@ -284,15 +297,49 @@ def _compose(params: MosaicParams, grid: Grid, chosen: Sequence[SceneReport], st
     return outcome, ledger
 
 
-def _check_margin(params: MosaicParams, grid: Grid, passes: Sequence[Pass], side: int) -> None:
+def _check_margin(params: MosaicParams, grid: Grid, passes: Sequence[Pass], side: int) -> int:
     """Refuse, before reading, a dilation or shadow reach whose mask windows the budget
-    cannot hold (the margin read around every block)."""
+    cannot hold; returns that margin (output pixels read around every block)."""
     rule = MaskRule.from_params(params)
     pixel_m = pixel_size_m(grid)
     reach = max((rule.reach_px(s, pixel_m) for p in passes for _, s in p.scenes), default=0)
     what = "The cloud mask dilation" + (" with the projected shadows" if reach else "")
-    budget.check_margin(rule.radius_px(pixel_m) + 1 + reach, side, params.memory_mb,
-                        params.max_workers, what)
+    margin = rule.radius_px(pixel_m) + 1 + reach
+    budget.check_margin(margin, side, params.memory_mb, params.max_workers, what)
+    return margin
+
+
+@contextlib.contextmanager
+def _planned(tiles, plan: Optional[ReadPlan]) -> Iterator[None]:
+    """The composite's read plan on the run's tiles for the body (none after it)."""
+    try:
+        yield
+    finally:
+        if tiles is not None and plan is not None:
+            tiles.drop_plan()
+
+
+def _same_block(a: Block, b: Block) -> bool:
+    return (a.row_off, a.col_off, a.shape) == (b.row_off, b.col_off, b.shape)
+
+
+def _relevant_passes(params: MosaicParams, passes: Sequence[Pass], blocks: Sequence[Block]
+                     ) -> List[tuple]:
+    """Per block, the passes with only the scenes whose footprint meets it (slim)."""
+    light = [Pass(p.pass_id, tuple((i, slim(s, params.bands)) for i, s in p.scenes),
+                  p.score, p.distance) for p in passes]
+    return [_relevant(light, block.grid) for block in blocks]
+
+
+def _paths_of(passes: Sequence[Pass], bands: Sequence[str]) -> frozenset:
+    """The GDAL paths of every asset a block's scenes may read."""
+    out = set()
+    for p in passes:
+        for _, scene in p.scenes:
+            for href in scene.assets.values():
+                with contextlib.suppress(Exception):  # a path the reads refuse anyway
+                    out.add(io.gdal_path(href))
+    return frozenset(out)
 
 
 def _wanted(report: SceneReport, params: MosaicParams) -> bool:
@@ -351,20 +398,20 @@ class _Outcome:
         return {kept[i].scene.id: why for i, why in self.broken.items()}
 
 
-def _tasks(params: MosaicParams, grid: Grid, blocks: Sequence[Block], passes: Sequence[Pass],
-           options: Dict[str, object], outcome: _Outcome, run_id: str = "",
-           seam_spec: Optional[seams.SeamSpec] = None) -> Iterator[BlockTask]:
-    """One task per block, made when submitted (so it skips scenes found broken so far)."""
+def _tasks(params: MosaicParams, grid: Grid, blocks: Sequence[Block],
+           relevant: Sequence[tuple], options: Dict[str, object], outcome: _Outcome,
+           run_id: str = "", seam_spec: Optional[seams.SeamSpec] = None
+           ) -> Iterator[BlockTask]:
+    """One task per block (`relevant`: its passes), made when submitted (so it skips
+    scenes found broken so far)."""
     spec = CompositeSpec(params.method, params.percentile, tuple(params.bands),
                          params.output_type, params.count_band, params.source_band,
                          tuple(params.statistics))
     rule = MaskRule.from_params(params)
-    light = [Pass(p.pass_id, tuple((i, slim(s, params.bands)) for i, s in p.scenes),
-                  p.score, p.distance) for p in passes]
     aoi = params.aoi.to_crs(grid.crs) if params.clip_to_aoi else None
-    for block in blocks:
+    for block, passes in zip(blocks, relevant):
         yield BlockTask(
-            block=block, passes=_relevant(light, block.grid), aoi=_near(aoi, block.grid),
+            block=block, passes=passes, aoi=_near(aoi, block.grid),
             composite=spec, mask=rule, gdal=options, read_workers=params.max_workers,
             skip=frozenset(outcome.broken), run_id=run_id, seams=seam_spec,
             memory_mb=params.memory_mb,

@@ -377,6 +377,11 @@ def halo_grid(grid: Grid, halo: int) -> Grid:
                 grid.width + 2 * halo, grid.height + 2 * halo)
 
 
+def halo_px(spec: Optional[SeamSpec], grid: Grid) -> int:
+    """Output pixels a block reads around itself for feathering."""
+    return _halo_px(spec, grid)[0] if spec is not None else 0
+
+
 def _halo_px(spec: SeamSpec, grid: Grid) -> Tuple[int, float]:
     if spec.feather_m <= 0:
         return 0, 0.0

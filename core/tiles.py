@@ -53,6 +53,15 @@ class TileCache:
         self.done = False  # set when the run that owns the cache has ended (see `end`)
         self._opening: Dict[str, threading.Lock] = {}
         self.handles = Handles()  # the run's open datasets, lent to its worker threads
+        # The read plan (core.readplan) of the blocks being computed, when there is one:
+        # a tile stays while a pending block will read it (its pins), and goes when the
+        # last of them is done, or at once when none will.
+        self.plan = None
+        self._geo: Dict[Hashable, tuple] = {}  # dataset key -> (transform, crs)
+        self._shapes: Dict[Tuple[Hashable, int], Tuple[int, int]] = {}  # tile shape
+        self._pins: Dict[TileKey, set] = {}
+        self._pinned: Dict[int, set] = {}  # block -> the tiles it pins
+        self.dropped = 0  # tiles let go because no pending block needs them
 
     # --- public -------------------------------------------------------------------------
 
@@ -99,12 +108,52 @@ class TileCache:
     def stats(self) -> Dict[str, int]:
         with self._lock:
             return {"fetched": self.fetched, "hits": self.hits, "bytes": self._bytes,
-                    "peak_bytes": self.peak_bytes, "tiles": len(self._tiles)}
+                    "peak_bytes": self.peak_bytes, "tiles": len(self._tiles),
+                    "dropped": self.dropped}
 
     def clear(self) -> None:
         with self._lock:
             self._tiles.clear()
             self._bytes = 0
+            self._pins.clear()
+            self._pinned.clear()
+
+    def use_plan(self, plan) -> None:
+        """Keep tiles by `plan` from now on: the tiles already held (the AOI check's SCL,
+        the normalisation's reads) stay only if a block of the plan will read them."""
+        with self._lock:
+            self.plan = plan
+            self._pins.clear()
+            self._pinned.clear()
+            for k in list(self._tiles):
+                need = self._need(k)
+                if need is not None and not need:
+                    self._evict(k)
+                    self.dropped += 1
+                elif need:
+                    self._pin(k, need)
+
+    def block_done(self, block: int) -> None:
+        """Block `block` of the plan is finished: the tiles only it still needed go."""
+        with self._lock:
+            if self.plan is None:
+                return
+            self.plan.done(block)
+            for k in self._pinned.pop(block, ()):
+                pins = self._pins.get(k)
+                if pins is None:
+                    continue
+                pins.discard(block)
+                if not pins:
+                    self._evict(k)
+                    self.dropped += 1
+
+    def drop_plan(self) -> None:
+        """Back to least-recently-used alone (between the composites of a run)."""
+        with self._lock:
+            self.plan = None
+            self._pins.clear()
+            self._pinned.clear()
 
     def end(self) -> None:
         """The owning run is over: drop the tiles, close the idle handles (those still
@@ -117,7 +166,7 @@ class TileCache:
         """Drop the tiles of one file, every level (before a retry of a failed read)."""
         with self._lock:
             for k in [k for k in self._tiles if _path_of(k[0]) == path]:
-                self._bytes -= self._tiles.pop(k).nbytes
+                self._evict(k)
 
     # --- claiming and fetching ------------------------------------------------------------
 
@@ -157,6 +206,8 @@ class TileCache:
                         k = (key, band, r, n)
                         if k in self._tiles or k in self._fetching:
                             break
+                        if self.plan is not None and self._need(k) == frozenset():
+                            break  # no block left to compute reads it
                         self._fetching[k] = threading.Event()
                         extra.append(k)
                         room -= tile_bytes
@@ -208,21 +259,47 @@ class TileCache:
         tiles = {(key, band, row, c): np.ascontiguousarray(data[:, (c - c0) * tw:
                                                               (c - c0 + 1) * tw])
                  for c in range(c0, c1 + 1)}
+        geo = (ds.transform, ds.crs)
         with self._lock:
+            self._geo.setdefault(key, geo)
+            self._shapes.setdefault((key, band), shape)
             self.fetched += len(tiles)
             for k, tile in tiles.items():
-                if tile.nbytes > self.budget:
-                    continue
-                old = self._tiles.pop(k, None)
-                if old is not None:
-                    self._bytes -= old.nbytes
+                need = self._need(k) if self.plan is not None else None
+                if tile.nbytes > self.budget or (need is not None and not need):
+                    self.dropped += need is not None
+                    continue  # served to this read only
+                self._evict(k)
                 self._tiles[k] = tile
                 self._bytes += tile.nbytes
+                if need:
+                    self._pin(k, need)
             while self._bytes > self.budget and self._tiles:
-                _, old = self._tiles.popitem(last=False)
-                self._bytes -= old.nbytes
+                self._evict(next(iter(self._tiles)))
             self.peak_bytes = max(self.peak_bytes, self._bytes)
         return tiles
+
+    # --- the plan's pins (under the lock) ---------------------------------------------------
+
+    def _need(self, k: TileKey) -> Optional[frozenset]:
+        geo, shape = self._geo.get(k[0]), self._shapes.get((k[0], k[1]))
+        if self.plan is None or geo is None or shape is None:
+            return None
+        return self.plan.blocks_needing(k[0], geo, k[2], k[3], shape)
+
+    def _pin(self, k: TileKey, blocks: frozenset) -> None:
+        self._pins[k] = set(blocks)
+        for b in blocks:
+            self._pinned.setdefault(b, set()).add(k)
+
+    def _evict(self, k: TileKey) -> None:
+        old = self._tiles.pop(k, None)
+        if old is not None:
+            self._bytes -= old.nbytes
+        for b in self._pins.pop(k, ()):
+            pinned = self._pinned.get(b)
+            if pinned is not None:
+                pinned.discard(k)
 
 
 def size_text(n: float) -> str:

@@ -396,12 +396,54 @@ def test_a_dilation_wider_than_the_budget_allows_is_refused():
     budget.check_margin(101, 512, 1024, 16, "The cloud mask dilation")  # DILATION 50 at 10 m
 
 
+def test_a_tile_stays_while_a_block_still_to_compute_reads_it_and_goes_after(tmp_path):
+    """The read plan: four 512 px blocks over a file of 256 px tiles. A tile is kept while
+    a pending block's rectangle (plus a few source pixels) meets it, dropped when the last
+    of them is done, and not kept at all when no pending block reads it; tiles held from
+    before the plan (the AOI check's) go when no block of the plan reads them."""
+    from rasterio.windows import Window
+
+    from clearsky.core.readplan import ReadPlan
+
+    data = np.random.default_rng(9).integers(1, 1000, (1024, 1024)).astype("uint16")
+    path = write_tiff(tmp_path / "b.tif", data, 10.0, tile=256)
+    grid = Grid(CRS, Affine(10, 0, ORIGIN[0], 0, -10, ORIGIN[1]), 1024, 1024)
+    key, mine = (str(path), None), frozenset({str(path)})
+    tiles = TileCache(64 * 2**20, 4)
+    with rasterio.open(path) as ds:
+        tiles.read(ds, key, 1, Window(0, 0, 256, 256))
+        assert tiles.stats()["tiles"] == 1
+        tiles.use_plan(ReadPlan(grid, 512, 0, [frozenset(), frozenset(), frozenset(), mine]))
+        assert tiles.stats()["tiles"] == 0  # only block 3 reads the file: far from tile 0
+        tiles.use_plan(ReadPlan(grid, 512, 0, [mine] * 4))
+        got = tiles.read(ds, key, 1, Window(0, 0, 512, 512))
+        np.testing.assert_array_equal(got, data[:512, :512])
+        assert tiles.stats()["tiles"] == 4
+        tiles.block_done(0)
+        # tile (0, 0) was block 0's alone; the three beside blocks 1, 2, 3 stay for them
+        assert tiles.stats()["tiles"] == 3
+        fetched = tiles.stats()["fetched"]
+        tiles.read(ds, key, 1, Window(0, 0, 256, 256))  # a read no pending block makes
+        assert tiles.stats()["fetched"] == fetched + 1 and tiles.stats()["tiles"] == 3
+        np.testing.assert_array_equal(tiles.read(ds, key, 1, Window(256, 256, 300, 300)),
+                                      data[256:556, 256:556])
+        assert tiles.stats()["fetched"] == fetched + 1 + 3  # (1, 1) was still held
+        for block in (1, 2, 3):
+            tiles.block_done(block)
+        assert tiles.stats()["tiles"] == 0
+
+
 # --- against the served archive -------------------------------------------------------------
 
-def test_a_run_fetches_no_byte_twice(world, served, assets, tmp_path):
+def test_a_run_fetches_no_byte_twice(world, served, assets, tmp_path, monkeypatch):
     """The AOI check and the blocks of a median over the whole region (many 128 px blocks
     sharing source tiles and SCL): the server log's ranges do not overlap per file, and
-    the header is fetched without a HEAD request per file."""
+    the header is fetched without a HEAD request per file. The read plan dropped tiles as
+    their last block was done, yet none too early: nothing was fetched again."""
+    ended = []
+    end = TileCache.end
+    monkeypatch.setattr(TileCache, "end", lambda self: (ended.append(self.stats()),
+                                                        end(self)))
     assets.clear_log()
     build_mosaic(MosaicParams(
         aoi=Aoi(world.region.buffer(-0.01), "EPSG:4326"), start=date(2024, 6, 1),
@@ -421,6 +463,8 @@ def test_a_run_fetches_no_byte_twice(world, served, assets, tmp_path):
         if overlap:
             twice[path] = spans
     assert twice == {}
+    (stats,) = ended
+    assert stats["tiles"] == 0 and stats["dropped"] >= 0.9 * stats["fetched"], stats
 
 
 def test_threads_reading_one_file_in_turn_open_it_once(served, assets):

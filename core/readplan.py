@@ -1,0 +1,144 @@
+"""The run's read plan: which output blocks still to compute need each source tile.
+
+The tile cache (`core.tiles`) keeps a decoded tile while a block that has not finished
+will read it, and drops it when the last such block is done; a tile no pending block
+needs (the SCL of a scene the AOI check rejected, the coarse levels the normalisation
+read, a tile beside the AOI) is not kept at all. Memory then follows the blocks in
+flight and the tiles read ahead for the next ones, not the size of the AOI, and no tile
+is dropped while a block will still ask for it (its range would be fetched again).
+
+A block needs a tile of a file when the block's task reads that file (a scene whose
+footprint meets the block) and the tile meets the block's rectangle grown by the reads'
+margin (mask dilation, shadow reach, feathering halo, warp kernel), measured in the
+file's pixels from the block corners transformed into the file's CRS.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from typing import Dict, FrozenSet, Hashable, Optional, Sequence, Tuple
+
+import numpy as np
+from affine import Affine
+from rasterio.crs import CRS
+from rasterio.warp import transform
+
+from .grid import Grid, pixel_size_m
+
+SOURCE_MARGIN = 3  # source pixels around a block's rectangle (warp kernels, rounding)
+LEVEL_SLACK = 1.01  # an overview this much coarser than the output is still read
+
+
+class ReadPlan:
+    """Blocks of `grid.blocks(side)` (row-major) and the files each one reads."""
+
+    def __init__(self, grid: Grid, side: int, margin_px: int,
+                 block_paths: Sequence[FrozenSet[str]]) -> None:
+        self.grid, self.side = grid, int(side)
+        self.rows = math.ceil(grid.height / self.side)
+        self.cols = math.ceil(grid.width / self.side)
+        if len(block_paths) != self.rows * self.cols:
+            raise ValueError("one set of paths per block")
+        self.margin = int(margin_px)
+        self.pixel_m = pixel_size_m(grid)
+        self._readers: Dict[str, np.ndarray] = {}  # path -> indices of the blocks reading it
+        lists: Dict[str, list] = {}
+        for i, paths in enumerate(block_paths):
+            for p in paths:
+                lists.setdefault(p, []).append(i)
+        self._readers = {p: np.asarray(v, np.int64) for p, v in lists.items()}
+        self._done = np.zeros(len(block_paths), bool)
+        self._rects: Dict[str, np.ndarray] = {}  # CRS -> (blocks, 4) bounds in that CRS
+        self._files: Dict[Hashable, Optional[Tuple[np.ndarray, np.ndarray]]] = {}
+        self._lock = threading.Lock()
+
+    def index(self, row_off: int, col_off: int) -> int:
+        return (row_off // self.side) * self.cols + col_off // self.side
+
+    def done(self, block: int) -> None:
+        self._done[block] = True
+
+    def blocks_needing(self, key: Hashable, geo, row: int, col: int, shape: Tuple[int, int]
+                       ) -> Optional[FrozenSet[int]]:
+        """The pending blocks that read tile (row, col) of the file `key` ((path, level,
+        ...)); `geo` is the file's (transform, crs). None: the plan cannot tell (a rotated
+        file, one no block reads by that path), so the cache keeps the tile as it would
+        without a plan."""
+        with self._lock:
+            known = key in self._files
+            found = self._files.get(key)
+        if not known:  # computed outside the lock (it takes it), kept once
+            found = self._file_rects(key, geo)
+            with self._lock:
+                self._files.setdefault(key, found)
+        if found is None:
+            return None
+        blocks, rects = found
+        if not len(blocks):
+            return frozenset()
+        th, tw = shape
+        y0, x0 = row * th, col * tw
+        hit = ((rects[:, 0] < x0 + tw) & (rects[:, 2] > x0) & (rects[:, 1] < y0 + th)
+               & (rects[:, 3] > y0))
+        hit &= ~self._done[blocks]
+        return frozenset(int(b) for b in blocks[hit])
+
+    # --- geometry ---------------------------------------------------------------------
+
+    def _file_rects(self, key: Hashable, geo) -> Optional[Tuple[np.ndarray, np.ndarray]]:
+        """(blocks reading the file, their rectangles in its pixels: x0, y0, x1, y1)."""
+        path, level = key[0], key[1]  # type: ignore[index]
+        transform, crs = geo
+        t: Affine = transform
+        if t.b or t.d or not t.a or not t.e:
+            return None
+        readers = self._readers.get(path)
+        if readers is None:
+            return None
+        if level is not None and abs(t.a) > self.pixel_m * LEVEL_SLACK:
+            return np.zeros(0, np.int64), np.zeros((0, 4))  # an overview no block reads
+        bounds = self._rects_in(crs)[readers]
+        xs = (bounds[:, [0, 2]] - t.c) / t.a
+        ys = (bounds[:, [1, 3]] - t.f) / t.e
+        rects = np.stack([xs.min(axis=1) - SOURCE_MARGIN, ys.min(axis=1) - SOURCE_MARGIN,
+                          xs.max(axis=1) + SOURCE_MARGIN, ys.max(axis=1) + SOURCE_MARGIN],
+                         axis=1)
+        return readers, rects
+
+    def _rects_in(self, crs) -> np.ndarray:
+        """Every block's rectangle, grown by the margin, as bounds in `crs`: its corners
+        and edge midpoints, all blocks in one transformation."""
+        name = str(crs)
+        with self._lock:
+            got = self._rects.get(name)
+        if got is not None:
+            return got
+        g, m = self.grid, self.margin
+        xs, ys = [], []
+        for r in range(self.rows):
+            for c in range(self.cols):
+                r0, c0 = r * self.side - m, c * self.side - m
+                r1 = min((r + 1) * self.side, g.height) + m
+                c1 = min((c + 1) * self.side, g.width) + m
+                for col, row in ((c0, r0), (c1, r0), (c0, r1), (c1, r1),
+                                 ((c0 + c1) / 2, r0), ((c0 + c1) / 2, r1),
+                                 (c0, (r0 + r1) / 2), (c1, (r0 + r1) / 2)):
+                    x, y = g.transform * (col, row)
+                    xs.append(x)
+                    ys.append(y)
+        src, dst = _crs(g.crs), _crs(crs)
+        if src == dst:
+            tx, ty = np.asarray(xs), np.asarray(ys)
+        else:  # rasterio's point transform: GDAL's cache of transformations
+            tx, ty = (np.asarray(v) for v in transform(src, dst, xs, ys))
+        tx, ty = tx.reshape(-1, 8), ty.reshape(-1, 8)
+        rects = np.stack([tx.min(axis=1), ty.min(axis=1), tx.max(axis=1), ty.max(axis=1)],
+                         axis=1)
+        with self._lock:
+            self._rects[name] = rects
+        return rects
+
+
+def _crs(crs) -> CRS:
+    return crs if isinstance(crs, CRS) else CRS.from_user_input(crs)
