@@ -247,8 +247,8 @@ def run_block(task: BlockTask) -> BlockResult:
         write_part(task.part, grid, data)
         data = data[:, :0, :0]  # the parent reads the part: no pixels travel back
     return BlockResult(
-        block=task.block, data=data, aoi_pixels=int(target.sum()),
-        filled=int((np.isfinite(values[0]) & target).sum()), contributed=contributed,
+        block=task.block, data=data, aoi_pixels=int(np.count_nonzero(target)),
+        filled=int(np.count_nonzero(np.isfinite(values[0]) & target)), contributed=contributed,
         broken=reads.broken, reads=reads.count, seconds=time.perf_counter() - started,
         part=task.part, sha256=sha, seams=stats,
     )
@@ -456,7 +456,7 @@ def _stack(grid: Grid, passes: List[List[Indexed]], target: np.ndarray, spec: Co
         for (_, valid), index in zip(observations, owners):  # first valid tile wins
             new = valid & ~taken
             if new.any():
-                contributed[index] = contributed.get(index, 0) + int(new.sum())
+                contributed[index] = contributed.get(index, 0) + int(np.count_nonzero(new))
             taken |= valid
         values, valid = composite.merge_pass(observations)
         stack.add(values)

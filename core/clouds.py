@@ -70,14 +70,23 @@ def dilate(mask: np.ndarray, radius: int) -> np.ndarray:
     return out
 
 
+IN_CLASSES_COMPARE = 8  # up to this many classes are compared, not looked up
+
+
 def in_classes(scl: np.ndarray, classes: Iterable[int]) -> np.ndarray:
     """True where `scl` is one of `classes`: a 256-entry lookup for 8-bit class rasters
     (np.isin sorts and searches for every call, a few times the cost of the lookup)."""
     classes = sorted({int(c) for c in classes})
     if scl.dtype == np.uint8:
+        classes = [c for c in classes if 0 <= c < 256]
+        if len(classes) <= IN_CLASSES_COMPARE:  # a few vector compares beat any lookup
+            out = np.zeros(scl.shape, bool)
+            for c in classes:
+                out |= scl == c
+            return out
         table = np.zeros(256, bool)
-        table[[c for c in classes if 0 <= c < 256]] = True
-        return table[scl]
+        table[classes] = True
+        return np.take(table, scl)  # twice as fast as table[scl]
     return np.isin(scl, classes)
 
 

@@ -33,7 +33,7 @@ class BestPixel:
         np.copyto(self.values, values, where=new[None])
         self.source[new] = source
         self.filled |= new
-        return int(new.sum())
+        return int(np.count_nonzero(new))
 
     def is_complete(self, target: np.ndarray) -> bool:
         """True when every pixel of `target` (bool mask) is filled."""

@@ -114,8 +114,8 @@ def seam_stats(values: np.ndarray, labels: np.ndarray, target: np.ndarray) -> Se
         step = np.abs(values[tuple(a)] - values[tuple(b)]).mean(axis=0, dtype=np.float64)
         seam = labels[tuple(a[1:])] != labels[tuple(b[1:])]
         s, i = both & seam, both & ~seam
-        out = out + SeamStats(float(step[s].sum()), int(s.sum()), float(step[i].sum()),
-                              int(i.sum()))
+        out = out + SeamStats(float(step[s].sum()), int(np.count_nonzero(s)),
+                              float(step[i].sum()), int(np.count_nonzero(i)))
     return out
 
 
@@ -525,7 +525,7 @@ def _stack(task, spec: SeamSpec, grid: Grid, target: np.ndarray, reads, mapper: 
         if not valid.any():
             continue
         for index, new in owners:
-            contributed[index] = contributed.get(index, 0) + int(new.sum())
+            contributed[index] = contributed.get(index, 0) + int(np.count_nonzero(new))
         layers.keep(k)
         valids.add(valid)
         if feather_px > 0:
