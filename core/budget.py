@@ -41,7 +41,8 @@ def stack_bytes_per_pixel(passes: int, bands: int, stacked: bool,
         return 4 * nb * (1 + BEST_READS) + 3 * n + 24
     # the stack (the pass reads write into it), the masks per pass, one band's sorted
     # copy, its NaN mask and counts, the pass reads in flight (their 16-bit DNs, SCL and
-    # masks; a float DN file would hold 4 more bytes per band) and the count band
+    # masks; Sentinel-2 L2A bands are 16-bit, a float32 DN file would hold 2 more bytes
+    # per band and a scratch band) and the count band
     held = 4 * n * nb + n + 4 * n + 3 * n + PASSES_AHEAD * (2 * nb + 12) + 64
     if feathered:  # weights per pass, the fading weights, the passes left out, temporaries
         held += 4 * n + 4 * n + n + 2 * n

@@ -77,16 +77,14 @@ class Stack:
     """A block's observations, written into one preallocated array as they arrive.
 
     A list of arrays joined by np.stack holds every observation twice at its peak; this
-    holds it once. Observations come either appended (`add`) or written by their reads
-    straight into a slot per pass (`slot`, then `keep` for those that gave a pixel), which
-    saves a copy and an array per pass in flight; `view` then closes the gaps in place."""
+    holds it once, and slots never written are never touched, so they take no memory.
+    Observations come either appended (`add`) or written by their reads straight into a
+    slot per pass (`slot`, then `keep` for those that gave a pixel), which saves a copy
+    and an array per pass in flight; `view` then closes the gaps in place."""
 
     def __init__(self, capacity: int, nbands: int, shape: Tuple[int, int],
-                 dtype: str = "float32", fill: Optional[float] = None) -> None:
-        if fill is None:  # slots never written are never touched: they take no memory
-            self.data = np.empty((max(1, capacity), nbands, *shape), dtype=dtype)
-        else:
-            self.data = np.full((max(1, capacity), nbands, *shape), fill, dtype=dtype)
+                 dtype: str = "float32") -> None:
+        self.data = np.empty((max(1, capacity), nbands, *shape), dtype=dtype)
         self.n = 0
         self._kept: list = []
 
@@ -95,10 +93,13 @@ class Stack:
         self.n += 1
 
     def slot(self, k: int) -> np.ndarray:
+        """Slot k, to write a pass's values into at its valid pixels only."""
         return self.data[k]
 
-    def keep(self, k: int) -> None:
-        """Slot k holds an observation (slots are kept in increasing order)."""
+    def keep(self, k: int, valid: np.ndarray) -> None:
+        """Slot k holds an observation at `valid` (slots are kept in increasing order);
+        its other pixels, never written, become NaN."""
+        np.copyto(self.data[k], np.float32(np.nan), where=~valid[None])
         self._kept.append(k)
 
     def view(self) -> np.ndarray:

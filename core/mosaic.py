@@ -14,7 +14,17 @@ from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import replace
 from pathlib import Path
-from typing import Deque, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
+from typing import (
+    Deque,
+    Dict,
+    FrozenSet,
+    Iterable,
+    Iterator,
+    List,
+    Optional,
+    Sequence,
+    Tuple,
+)
 
 import numpy as np
 from shapely.geometry import Polygon, box
@@ -241,16 +251,16 @@ def _compose(params: MosaicParams, grid: Grid, chosen: Sequence[SceneReport], st
                               params.block_size, running.memory_limit,
                               feathered=params.feather_m > 0,
                               grid_side=max(grid.width, grid.height))
-    margin = _check_margin(params, grid, passes, sized.side)
+    _check_margin(params, grid, passes, sized.side)
     blocks = grid.blocks(sized.side)
-    relevant = _relevant_passes(params, passes, blocks)
+    light = [Pass(p.pass_id, tuple((i, slim(s, params.bands)) for i, s in p.scenes),
+                  p.score, p.distance) for p in passes]
+    meeting = [_meeting(light, block.grid) for block in blocks]
     tiles = io.current_tiles()
     plan = None
     if tiles is not None:  # the run's tiles stay while a block still to compute reads them
-        halo = seams.halo_px(outcome.seam_spec, grid)
-        plan = ReadPlan(grid, sized.side, margin + halo,
-                        [_paths_of(r, params.bands) for r in relevant])
-        tiles.use_plan(plan)
+        margin = _plan_margin(params, grid, passes) + seams.halo_px(outcome.seam_spec, grid)
+        plan = ReadPlan(grid, sized.side, margin, meeting, _scene_paths(light))
     progress.info(
         f"Compositing {len(chosen)} scene(s) from {len(passes)} pass(es) into a "
         f"{grid.width} x {grid.height} grid ({grid.crs}, {params.resolution:g} m pixels), "
@@ -259,10 +269,11 @@ def _compose(params: MosaicParams, grid: Grid, chosen: Sequence[SceneReport], st
     ledger = Ledger(path) if params.resume else None
     with io.CogWriter(path, grid, len(names), output.dtype_of(params.output_type), 0,
                       params.overwrite) as out, _planned(tiles, plan):
-        tasks = _tasks(params, grid, blocks, relevant, options, outcome, run_id,
+        tasks = _tasks(params, grid, blocks, light, meeting, options, outcome, run_id,
                        outcome.seam_spec)
         total = grid.width * grid.height
         done_px = 0
+        quartered: Dict[int, int] = {}  # block -> its results so far (quarters after OOM)
         for task, result, cached in _run(running, tasks, options, progress, ledger,
                                          sized.in_flight):
             data = read_part(result.part) if result.data.size == 0 and result.part else \
@@ -270,7 +281,9 @@ def _compose(params: MosaicParams, grid: Grid, chosen: Sequence[SceneReport], st
             out.write(result.block.row_off, result.block.col_off, data)
             if plan is not None and tiles is not None:
                 index = plan.index(task.block.row_off, task.block.col_off)
-                if _same_block(blocks[index], task.block):  # not a quarter of one
+                parts = quartered[index] = quartered.get(index, 0) + 1
+                if (_same_block(blocks[index], task.block)
+                        or parts == len(quarters(blocks[index]))):  # or its last quarter
                     tiles.block_done(index)
             outcome.add(result)
             if ledger is not None and not cached and result.sha256:
@@ -297,49 +310,56 @@ def _compose(params: MosaicParams, grid: Grid, chosen: Sequence[SceneReport], st
     return outcome, ledger
 
 
-def _check_margin(params: MosaicParams, grid: Grid, passes: Sequence[Pass], side: int) -> int:
+def _check_margin(params: MosaicParams, grid: Grid, passes: Sequence[Pass], side: int) -> None:
     """Refuse, before reading, a dilation or shadow reach whose mask windows the budget
-    cannot hold; returns that margin (output pixels read around every block)."""
+    cannot hold (the margin read around every block)."""
     rule = MaskRule.from_params(params)
     pixel_m = pixel_size_m(grid)
     reach = max((rule.reach_px(s, pixel_m) for p in passes for _, s in p.scenes), default=0)
     what = "The cloud mask dilation" + (" with the projected shadows" if reach else "")
-    margin = rule.radius_px(pixel_m) + 1 + reach
-    budget.check_margin(margin, side, params.memory_mb, params.max_workers, what)
-    return margin
+    budget.check_margin(rule.radius_px(pixel_m) + 1 + reach, side, params.memory_mb,
+                        params.max_workers, what)
+
+
+def _plan_margin(params: MosaicParams, grid: Grid, passes: Sequence[Pass]) -> int:
+    """The mask reads' margin in output pixels, at the grid's smallest pixel (on a
+    geographic grid a northern block's pixels are fewer metres: more of them)."""
+    rule = MaskRule.from_params(params)
+    h, w = grid.height - 1, grid.width - 1
+    pixel_m = min(pixel_size_m(grid.subgrid(r, c, 1, 1))
+                  for r, c in ((0, 0), (0, w), (h, 0), (h, w), (h // 2, w // 2)))
+    reach = max((rule.reach_px(s, pixel_m) for p in passes for _, s in p.scenes), default=0)
+    return rule.radius_px(pixel_m) + 1 + reach
 
 
 @contextlib.contextmanager
 def _planned(tiles, plan: Optional[ReadPlan]) -> Iterator[None]:
     """The composite's read plan on the run's tiles for the body (none after it)."""
+    if tiles is None or plan is None:
+        yield
+        return
+    tiles.use_plan(plan)
     try:
         yield
     finally:
-        if tiles is not None and plan is not None:
-            tiles.drop_plan()
+        tiles.drop_plan()
 
 
 def _same_block(a: Block, b: Block) -> bool:
     return (a.row_off, a.col_off, a.shape) == (b.row_off, b.col_off, b.shape)
 
 
-def _relevant_passes(params: MosaicParams, passes: Sequence[Pass], blocks: Sequence[Block]
-                     ) -> List[tuple]:
-    """Per block, the passes with only the scenes whose footprint meets it (slim)."""
-    light = [Pass(p.pass_id, tuple((i, slim(s, params.bands)) for i, s in p.scenes),
-                  p.score, p.distance) for p in passes]
-    return [_relevant(light, block.grid) for block in blocks]
-
-
-def _paths_of(passes: Sequence[Pass], bands: Sequence[str]) -> frozenset:
-    """The GDAL paths of every asset a block's scenes may read."""
-    out = set()
+def _scene_paths(passes: Sequence[Pass]) -> Dict[int, frozenset]:
+    """Per scene index, the GDAL paths of every asset a block may read of it."""
+    out: Dict[int, frozenset] = {}
     for p in passes:
-        for _, scene in p.scenes:
+        for index, scene in p.scenes:
+            paths = set()
             for href in scene.assets.values():
                 with contextlib.suppress(Exception):  # a path the reads refuse anyway
-                    out.add(io.gdal_path(href))
-    return frozenset(out)
+                    paths.add(io.gdal_path(href, allow_local=True))
+            out[index] = frozenset(paths)
+    return out
 
 
 def _wanted(report: SceneReport, params: MosaicParams) -> bool:
@@ -398,34 +418,40 @@ class _Outcome:
         return {kept[i].scene.id: why for i, why in self.broken.items()}
 
 
-def _tasks(params: MosaicParams, grid: Grid, blocks: Sequence[Block],
-           relevant: Sequence[tuple], options: Dict[str, object], outcome: _Outcome,
+def _tasks(params: MosaicParams, grid: Grid, blocks: Sequence[Block], light: Sequence[Pass],
+           meeting: Sequence[FrozenSet[int]], options: Dict[str, object], outcome: _Outcome,
            run_id: str = "", seam_spec: Optional[seams.SeamSpec] = None
            ) -> Iterator[BlockTask]:
-    """One task per block (`relevant`: its passes), made when submitted (so it skips
-    scenes found broken so far)."""
+    """One task per block (`meeting`: the scenes whose footprint meets it), made when
+    submitted (so it skips scenes found broken so far)."""
     spec = CompositeSpec(params.method, params.percentile, tuple(params.bands),
                          params.output_type, params.count_band, params.source_band,
                          tuple(params.statistics))
     rule = MaskRule.from_params(params)
     aoi = params.aoi.to_crs(grid.crs) if params.clip_to_aoi else None
-    for block, passes in zip(blocks, relevant):
+    for block, scenes in zip(blocks, meeting):
         yield BlockTask(
-            block=block, passes=passes, aoi=_near(aoi, block.grid),
+            block=block, passes=_only(light, scenes), aoi=_near(aoi, block.grid),
             composite=spec, mask=rule, gdal=options, read_workers=params.max_workers,
             skip=frozenset(outcome.broken), run_id=run_id, seams=seam_spec,
             memory_mb=params.memory_mb,
         )
 
 
-def _relevant(passes: Sequence[Pass], grid: Grid) -> tuple:
-    """The passes with only the scenes whose footprint meets the block."""
+def _meeting(passes: Sequence[Pass], grid: Grid) -> FrozenSet[int]:
+    """The scenes (indices) whose footprint meets the block."""
     footprint = _polygon_wgs84(grid)
+    return frozenset(i for p in passes for i, s in p.scenes
+                     if s.footprint.intersects(footprint))
+
+
+def _only(passes: Sequence[Pass], scenes: FrozenSet[int]) -> tuple:
+    """The passes with only the given scenes (those without any left out)."""
     out = []
     for p in passes:
-        scenes = tuple((i, s) for i, s in p.scenes if s.footprint.intersects(footprint))
-        if scenes:
-            out.append(replace(p, scenes=scenes))
+        kept = tuple((i, s) for i, s in p.scenes if i in scenes)
+        if kept:
+            out.append(replace(p, scenes=kept))
     return tuple(out)
 
 

@@ -112,20 +112,18 @@ class SceneReader:
                 return out, valid
             dns.append(dn)
         radiometry = scene.radiometry
-        floats: Dict[int, np.ndarray] = {}
-        for i, dn in enumerate(dns):
+        scratch: Optional[np.ndarray] = None
+        for dn in dns:
             # DN 0 is nodata; raw DNs below the offset give negative reflectance at edges.
             first = radiometry.first_valid_dn(dn.dtype)
             if first is not None:
                 ok &= dn >= first
-            else:  # float or wide DNs: judge the reflectance itself
-                floats[i] = radiometry.reflectance(dn, out=np.empty(dn.shape, np.float32))
-                ok &= (dn > 0) & (floats[i] >= 0)
-        for i, dn in enumerate(dns):
-            if i in floats:
-                np.copyto(part[i], floats[i], where=ok)
-            else:
-                radiometry.reflectance(dn, out=part[i], where=ok)
+            else:  # float or wide DNs: judge the reflectance itself, in one scratch array
+                if scratch is None:
+                    scratch = np.empty(dn.shape, np.float32)
+                ok &= (dn > 0) & (radiometry.reflectance(dn, out=scratch) >= 0)
+        for i, dn in enumerate(dns):  # the same arithmetic again, now at the valid pixels
+            radiometry.reflectance(dn, out=part[i], where=ok)
         return out, valid
 
 

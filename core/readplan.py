@@ -2,10 +2,12 @@
 
 The tile cache (`core.tiles`) keeps a decoded tile while a block that has not finished
 will read it, and drops it when the last such block is done; a tile no pending block
-needs (the SCL of a scene the AOI check rejected, the coarse levels the normalisation
-read, a tile beside the AOI) is not kept at all. Memory then follows the blocks in
-flight and the tiles read ahead for the next ones, not the size of the AOI, and no tile
-is dropped while a block will still ask for it (its range would be fetched again).
+needs (the SCL of a scene the AOI check rejected, a tile beside the AOI) is not kept at
+all. Overview levels are not told apart (the ML mask reads coarser levels than the
+output's): a coarse tile the normalisation read stays while a block under it is pending.
+Memory then follows the blocks in flight and the tiles read ahead for the next ones, not
+the size of the AOI, and no tile is dropped while a block will still ask for it (its
+range would be fetched again).
 
 A block needs a tile of a file when the block's task reads that file (a scene whose
 footprint meets the block) and the tile meets the block's rectangle grown by the reads'
@@ -17,38 +19,43 @@ from __future__ import annotations
 
 import math
 import threading
-from typing import Dict, FrozenSet, Hashable, Optional, Sequence, Tuple
+from typing import Dict, FrozenSet, Hashable, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 from affine import Affine
 from rasterio.crs import CRS
 from rasterio.warp import transform
 
-from .grid import Grid, pixel_size_m
+from .grid import Grid
 
 SOURCE_MARGIN = 3  # source pixels around a block's rectangle (warp kernels, rounding)
-LEVEL_SLACK = 1.01  # an overview this much coarser than the output is still read
 
 
 class ReadPlan:
-    """Blocks of `grid.blocks(side)` (row-major) and the files each one reads."""
+    """Blocks of `grid.blocks(side)` (row-major), the scenes each one reads
+    (`block_scenes`, scene indices) and the files of each scene (`scene_paths`): every
+    file a block may read, so a file the plan does not name is one no block reads."""
 
     def __init__(self, grid: Grid, side: int, margin_px: int,
-                 block_paths: Sequence[FrozenSet[str]]) -> None:
+                 block_scenes: Sequence[FrozenSet[int]],
+                 scene_paths: Mapping[int, FrozenSet[str]]) -> None:
         self.grid, self.side = grid, int(side)
         self.rows = math.ceil(grid.height / self.side)
         self.cols = math.ceil(grid.width / self.side)
-        if len(block_paths) != self.rows * self.cols:
-            raise ValueError("one set of paths per block")
+        if len(block_scenes) != self.rows * self.cols:
+            raise ValueError("one set of scenes per block")
         self.margin = int(margin_px)
-        self.pixel_m = pixel_size_m(grid)
-        self._readers: Dict[str, np.ndarray] = {}  # path -> indices of the blocks reading it
+        by_scene: Dict[int, list] = {}
+        for block, scenes in enumerate(block_scenes):
+            for scene in scenes:
+                by_scene.setdefault(scene, []).append(block)
         lists: Dict[str, list] = {}
-        for i, paths in enumerate(block_paths):
-            for p in paths:
-                lists.setdefault(p, []).append(i)
-        self._readers = {p: np.asarray(v, np.int64) for p, v in lists.items()}
-        self._done = np.zeros(len(block_paths), bool)
+        for scene, blocks in by_scene.items():
+            for p in scene_paths.get(scene, ()):
+                lists.setdefault(p, []).extend(blocks)
+        # path -> indices of the blocks reading it
+        self._readers = {p: np.unique(np.asarray(v, np.int64)) for p, v in lists.items()}
+        self._done = np.zeros(len(block_scenes), bool)
         self._rects: Dict[str, np.ndarray] = {}  # CRS -> (blocks, 4) bounds in that CRS
         self._files: Dict[Hashable, Optional[Tuple[np.ndarray, np.ndarray]]] = {}
         self._lock = threading.Lock()
@@ -62,9 +69,10 @@ class ReadPlan:
     def blocks_needing(self, key: Hashable, geo, row: int, col: int, shape: Tuple[int, int]
                        ) -> Optional[FrozenSet[int]]:
         """The pending blocks that read tile (row, col) of the file `key` ((path, level,
-        ...)); `geo` is the file's (transform, crs). None: the plan cannot tell (a rotated
-        file, one no block reads by that path), so the cache keeps the tile as it would
-        without a plan."""
+        ...)), at any level (the ML mask reads coarser levels than the output's, and on a
+        geographic grid the level follows each block's latitude); `geo` is the file's
+        (transform, crs). None: the plan cannot tell (a rotated file), so the cache keeps
+        the tile as it would without a plan."""
         with self._lock:
             known = key in self._files
             found = self._files.get(key)
@@ -88,16 +96,14 @@ class ReadPlan:
 
     def _file_rects(self, key: Hashable, geo) -> Optional[Tuple[np.ndarray, np.ndarray]]:
         """(blocks reading the file, their rectangles in its pixels: x0, y0, x1, y1)."""
-        path, level = key[0], key[1]  # type: ignore[index]
+        path = key[0]  # type: ignore[index]
         transform, crs = geo
         t: Affine = transform
         if t.b or t.d or not t.a or not t.e:
             return None
         readers = self._readers.get(path)
-        if readers is None:
-            return None
-        if level is not None and abs(t.a) > self.pixel_m * LEVEL_SLACK:
-            return np.zeros(0, np.int64), np.zeros((0, 4))  # an overview no block reads
+        if readers is None:  # no block reads the file (a scene the AOI check rejected)
+            return np.zeros(0, np.int64), np.zeros((0, 4))
         bounds = self._rects_in(crs)[readers]
         xs = (bounds[:, [0, 2]] - t.c) / t.a
         ys = (bounds[:, [1, 3]] - t.f) / t.e

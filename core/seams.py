@@ -419,7 +419,8 @@ def _read_pass_halo(scenes, pass_id: str, spec: SeamSpec, grid: Grid, halo: int,
     `stop_when_covered`, the first tile with data at a pixel decides it (mask and value)
     and the further tiles are read only while the block and its halo are not covered: a
     pixel's mask then never depends on where its block starts.
-    `out`: the NaN-filled (nb, h, w) array to write the values into (a stack slot)."""
+    `out`: the (nb, h, w) array to write the values into, at the valid pixels only (a
+    stack slot: `Stack.keep` sets the others to NaN)."""
     wide = halo_grid(grid, halo)
     everywhere = np.ones(wide.shape, bool)
     covered = np.zeros(wide.shape, bool)
@@ -514,7 +515,7 @@ def _stack(task, spec: SeamSpec, grid: Grid, target: np.ndarray, reads, mapper: 
     count = np.zeros(grid.shape, "uint16") if cspec.count_band else None
     contributed: Dict[int, int] = {}
     n = len(ordered)
-    layers = composite.Stack(n, len(cspec.bands), grid.shape, fill=np.nan)
+    layers = composite.Stack(n, len(cspec.bands), grid.shape)
     weights = composite.Stack(n if feather_px > 0 else 0, 1, grid.shape)
     valids = composite.Stack(n, 1, grid.shape, "bool")
     for k, (values, valid, usable_halo, _seen, owners) in enumerate(mapper(
@@ -526,7 +527,7 @@ def _stack(task, spec: SeamSpec, grid: Grid, target: np.ndarray, reads, mapper: 
             continue
         for index, new in owners:
             contributed[index] = contributed.get(index, 0) + int(np.count_nonzero(new))
-        layers.keep(k)
+        layers.keep(k, valid)
         valids.add(valid)
         if feather_px > 0:
             weights.add(np.where(valid, feather_weight(usable_halo, halo, feather_px), 0.0))

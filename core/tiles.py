@@ -120,7 +120,7 @@ class TileCache:
 
     def use_plan(self, plan) -> None:
         """Keep tiles by `plan` from now on: the tiles already held (the AOI check's SCL,
-        the normalisation's reads) stay only if a block of the plan will read them."""
+        the normalisation's reads) stay only if a pending block of the plan meets them."""
         with self._lock:
             self.plan = plan
             self._pins.clear()
@@ -266,9 +266,11 @@ class TileCache:
             self.fetched += len(tiles)
             for k, tile in tiles.items():
                 need = self._need(k) if self.plan is not None else None
-                if tile.nbytes > self.budget or (need is not None and not need):
-                    self.dropped += need is not None
+                if need is not None and not need:
+                    self.dropped += 1
                     continue  # served to this read only
+                if tile.nbytes > self.budget:
+                    continue
                 self._evict(k)
                 self._tiles[k] = tile
                 self._bytes += tile.nbytes

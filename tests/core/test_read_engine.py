@@ -408,14 +408,17 @@ def test_a_tile_stays_while_a_block_still_to_compute_reads_it_and_goes_after(tmp
     data = np.random.default_rng(9).integers(1, 1000, (1024, 1024)).astype("uint16")
     path = write_tiff(tmp_path / "b.tif", data, 10.0, tile=256)
     grid = Grid(CRS, Affine(10, 0, ORIGIN[0], 0, -10, ORIGIN[1]), 1024, 1024)
-    key, mine = (str(path), None), frozenset({str(path)})
+    key, scene = (str(path), None), {0: frozenset({str(path)})}
     tiles = TileCache(64 * 2**20, 4)
     with rasterio.open(path) as ds:
         tiles.read(ds, key, 1, Window(0, 0, 256, 256))
-        assert tiles.stats()["tiles"] == 1
-        tiles.use_plan(ReadPlan(grid, 512, 0, [frozenset(), frozenset(), frozenset(), mine]))
-        assert tiles.stats()["tiles"] == 0  # only block 3 reads the file: far from tile 0
-        tiles.use_plan(ReadPlan(grid, 512, 0, [mine] * 4))
+        tiles.read(ds, (str(tmp_path / "other.tif"), None), 1, Window(0, 0, 256, 256))
+        assert tiles.stats()["tiles"] == 2
+        nobody = frozenset()
+        tiles.use_plan(ReadPlan(grid, 512, 0, [nobody, nobody, nobody, {0}], scene))
+        # only block 3 reads the file, far from tile 0; no block reads the other file
+        assert tiles.stats()["tiles"] == 0
+        tiles.use_plan(ReadPlan(grid, 512, 0, [frozenset({0})] * 4, scene))
         got = tiles.read(ds, key, 1, Window(0, 0, 512, 512))
         np.testing.assert_array_equal(got, data[:512, :512])
         assert tiles.stats()["tiles"] == 4
@@ -431,6 +434,13 @@ def test_a_tile_stays_while_a_block_still_to_compute_reads_it_and_goes_after(tmp
         for block in (1, 2, 3):
             tiles.block_done(block)
         assert tiles.stats()["tiles"] == 0
+    # an overview level coarser than the output is read too (the ML mask models at 20 m):
+    # the geometry decides, not the level
+    plan = ReadPlan(grid, 512, 0, [frozenset({0})] * 4, scene)
+    coarse = (Affine(20, 0, ORIGIN[0], 0, -20, ORIGIN[1]), CRS)
+    assert plan.blocks_needing((str(path), 0), coarse, 0, 0, (256, 256)) == {0, 1, 2, 3}
+    assert plan.blocks_needing((str(path), 0), coarse, 1, 1, (256, 256)) == {0, 1, 2, 3}
+    assert plan.blocks_needing((str(path), 0), coarse, 3, 3, (256, 256)) == frozenset()
 
 
 # --- against the served archive -------------------------------------------------------------
