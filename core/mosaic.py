@@ -273,7 +273,7 @@ def _compose(params: MosaicParams, grid: Grid, chosen: Sequence[SceneReport], st
                        outcome.seam_spec)
         total = grid.width * grid.height
         done_px = 0
-        quartered: Dict[int, int] = {}  # block -> its results so far (quarters after OOM)
+        quartered: Dict[int, int] = {}  # block -> its quarters done (after an OOM retry)
         for task, result, cached in _run(running, tasks, options, progress, ledger,
                                          sized.in_flight):
             data = read_part(result.part) if result.data.size == 0 and result.part else \
@@ -281,10 +281,12 @@ def _compose(params: MosaicParams, grid: Grid, chosen: Sequence[SceneReport], st
             out.write(result.block.row_off, result.block.col_off, data)
             if plan is not None and tiles is not None:
                 index = plan.index(task.block.row_off, task.block.col_off)
-                parts = quartered[index] = quartered.get(index, 0) + 1
-                if (_same_block(blocks[index], task.block)
-                        or parts == len(quarters(blocks[index]))):  # or its last quarter
+                if _same_block(blocks[index], task.block):
                     tiles.block_done(index)
+                else:  # a quarter of a block that stopped its worker: done with the last
+                    quartered[index] = quartered.get(index, 0) + 1
+                    if quartered[index] == len(quarters(blocks[index])):
+                        tiles.block_done(index)
             outcome.add(result)
             if ledger is not None and not cached and result.sha256:
                 ledger.record(task, result)
@@ -314,22 +316,24 @@ def _check_margin(params: MosaicParams, grid: Grid, passes: Sequence[Pass], side
     """Refuse, before reading, a dilation or shadow reach whose mask windows the budget
     cannot hold (the margin read around every block)."""
     rule = MaskRule.from_params(params)
-    pixel_m = pixel_size_m(grid)
-    reach = max((rule.reach_px(s, pixel_m) for p in passes for _, s in p.scenes), default=0)
+    margin, reach = _mask_margin(rule, passes, pixel_size_m(grid))
     what = "The cloud mask dilation" + (" with the projected shadows" if reach else "")
-    budget.check_margin(rule.radius_px(pixel_m) + 1 + reach, side, params.memory_mb,
-                        params.max_workers, what)
+    budget.check_margin(margin, side, params.memory_mb, params.max_workers, what)
+
+
+def _mask_margin(rule: MaskRule, passes: Sequence[Pass], pixel_m: float) -> Tuple[int, int]:
+    """(output pixels the mask reads around a block, of which the shadows' reach)."""
+    reach = max((rule.reach_px(s, pixel_m) for p in passes for _, s in p.scenes), default=0)
+    return rule.radius_px(pixel_m) + 1 + reach, reach
 
 
 def _plan_margin(params: MosaicParams, grid: Grid, passes: Sequence[Pass]) -> int:
     """The mask reads' margin in output pixels, at the grid's smallest pixel (on a
     geographic grid a northern block's pixels are fewer metres: more of them)."""
-    rule = MaskRule.from_params(params)
     h, w = grid.height - 1, grid.width - 1
     pixel_m = min(pixel_size_m(grid.subgrid(r, c, 1, 1))
                   for r, c in ((0, 0), (0, w), (h, 0), (h, w), (h // 2, w // 2)))
-    reach = max((rule.reach_px(s, pixel_m) for p in passes for _, s in p.scenes), default=0)
-    return rule.radius_px(pixel_m) + 1 + reach
+    return _mask_margin(MaskRule.from_params(params), passes, pixel_m)[0]
 
 
 @contextlib.contextmanager

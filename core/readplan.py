@@ -18,14 +18,13 @@ file's pixels from the block corners transformed into the file's CRS.
 from __future__ import annotations
 
 import math
-import threading
 from typing import Dict, FrozenSet, Hashable, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 from affine import Affine
-from rasterio.crs import CRS
 from rasterio.warp import transform
 
+from . import io
 from .grid import Grid
 
 SOURCE_MARGIN = 3  # source pixels around a block's rectangle (warp kernels, rounding)
@@ -34,7 +33,8 @@ SOURCE_MARGIN = 3  # source pixels around a block's rectangle (warp kernels, rou
 class ReadPlan:
     """Blocks of `grid.blocks(side)` (row-major), the scenes each one reads
     (`block_scenes`, scene indices) and the files of each scene (`scene_paths`): every
-    file a block may read, so a file the plan does not name is one no block reads."""
+    file a block may read, so a file the plan does not name is one no block reads.
+    Not thread-safe by itself: the tile cache calls it under its own lock."""
 
     def __init__(self, grid: Grid, side: int, margin_px: int,
                  block_scenes: Sequence[FrozenSet[int]],
@@ -58,7 +58,6 @@ class ReadPlan:
         self._done = np.zeros(len(block_scenes), bool)
         self._rects: Dict[str, np.ndarray] = {}  # CRS -> (blocks, 4) bounds in that CRS
         self._files: Dict[Hashable, Optional[Tuple[np.ndarray, np.ndarray]]] = {}
-        self._lock = threading.Lock()
 
     def index(self, row_off: int, col_off: int) -> int:
         return (row_off // self.side) * self.cols + col_off // self.side
@@ -73,13 +72,9 @@ class ReadPlan:
         geographic grid the level follows each block's latitude); `geo` is the file's
         (transform, crs). None: the plan cannot tell (a rotated file), so the cache keeps
         the tile as it would without a plan."""
-        with self._lock:
-            known = key in self._files
-            found = self._files.get(key)
-        if not known:  # computed outside the lock (it takes it), kept once
-            found = self._file_rects(key, geo)
-            with self._lock:
-                self._files.setdefault(key, found)
+        if key not in self._files:
+            self._files[key] = self._file_rects(key, geo)
+        found = self._files[key]
         if found is None:
             return None
         blocks, rects = found
@@ -116,8 +111,7 @@ class ReadPlan:
         """Every block's rectangle, grown by the margin, as bounds in `crs`: its corners
         and edge midpoints, all blocks in one transformation."""
         name = str(crs)
-        with self._lock:
-            got = self._rects.get(name)
+        got = self._rects.get(name)
         if got is not None:
             return got
         g, m = self.grid, self.margin
@@ -133,7 +127,7 @@ class ReadPlan:
                     x, y = g.transform * (col, row)
                     xs.append(x)
                     ys.append(y)
-        src, dst = _crs(g.crs), _crs(crs)
+        src, dst = io._crs(g.crs), io._crs(crs)
         if src == dst:
             tx, ty = np.asarray(xs), np.asarray(ys)
         else:  # rasterio's point transform: GDAL's cache of transformations
@@ -141,10 +135,5 @@ class ReadPlan:
         tx, ty = tx.reshape(-1, 8), ty.reshape(-1, 8)
         rects = np.stack([tx.min(axis=1), ty.min(axis=1), tx.max(axis=1), ty.max(axis=1)],
                          axis=1)
-        with self._lock:
-            self._rects[name] = rects
+        self._rects[name] = rects
         return rects
-
-
-def _crs(crs) -> CRS:
-    return crs if isinstance(crs, CRS) else CRS.from_user_input(crs)
