@@ -36,7 +36,7 @@ from . import operations
 from .errors import CancelledError, OutputError, ReadError
 from .grid import Grid
 from .redact import redact_text
-from .tiles import TileCache, check_window
+from .tiles import Rows, TileCache, check_window, tile_rows
 
 try:  # rasterio's low-level GDAL errors (CPLE_HttpResponseError, ...)
     from rasterio._err import CPLE_BaseError
@@ -340,29 +340,48 @@ def _check_alloc(height: int, width: int, dtype) -> None:
     check_window(height, width, dtype, limit)
 
 
-def _read(ds, path: str, level: Optional[int], band: int, window: Window) -> np.ndarray:
-    """One window of `ds` (inside the raster): from the thread's tile cache when it has one."""
+def _read(ds, path: str, level: Optional[int], band: int, window: Window,
+          keep: Optional[Dict[int, Tuple[int, int]]] = None) -> np.ndarray:
+    """One window of `ds` (inside the raster): from the thread's tile cache when it has one
+    (then only the tiles of `keep`, when given: see `TileCache.read`)."""
     tiles: Optional[TileCache] = getattr(_local, "tiles", None)
     if tiles is None:
         return ds.read(band, window=window)
     key = _cache_key(path, level)
     return tiles.read(ds, key, band, window, limit=tiles.max_read,
-                      span=_span(tiles, ds, key, band))
+                      span=_span(tiles, ds, key, band), keep=keep)
 
 
-def _span(tiles: TileCache, ds, key, band: int) -> Optional[Tuple[int, int]]:
-    """The tile columns of `ds` under the run's area (`TileCache.extent`), once per file."""
+def _span(tiles: TileCache, ds, key, band: int) -> Optional[Rows]:
+    """Per tile row of `ds`, the tile columns under the run's area (`TileCache.extent`,
+    slanted in the file's CRS), once per file."""
     if tiles.extent is None:
         return None
     span = tiles.spans.get((key, band))
     if span is None:
         crs, bounds = tiles.extent
-        win = _window(ds, bounds_in(crs, ds.crs, bounds), 2, clip=True)
-        tw = int(ds.block_shapes[band - 1][1])
-        span = (-1, -2) if win is None else (int(win.col_off) // tw,
-                                             int(win.col_off + win.width - 1) // tw)
+        th, tw = (int(v) for v in ds.block_shapes[band - 1])
+        span = _tiles_under(ds, _outline(crs, ds.crs, bounds), (th, tw), 2) or {}
         tiles.spans[(key, band)] = span
-    return span if span[1] >= span[0] else None
+    return span or None
+
+
+def _tiles_under(ds, outline: Tuple[np.ndarray, np.ndarray], shape: Tuple[int, int],
+                 margin: float, window: Optional[Window] = None
+                 ) -> Optional[Dict[int, Tuple[int, int]]]:
+    """`tile_rows` of an outline (in `ds.crs`) within `window` (else the whole raster);
+    None when the outline cannot be trusted (points that failed to transform)."""
+    cols, rows = ~ds.transform * (outline[0], outline[1])
+    cols, rows = np.asarray(cols), np.asarray(rows)
+    if not (np.isfinite(cols).all() and np.isfinite(rows).all()):
+        return None
+    th, tw = shape
+    if window is None:
+        window = Window(0, 0, ds.width, ds.height)
+    r0, c0 = int(window.row_off), int(window.col_off)
+    r1, c1 = r0 + int(window.height), c0 + int(window.width)
+    return tile_rows(cols, rows, shape, margin, range(r0 // th, (r1 - 1) // th + 1),
+                     range(c0 // tw, (c1 - 1) // tw + 1))
 
 
 # --- paths and open datasets ------------------------------------------------------------
@@ -683,17 +702,30 @@ def bounds_in(src_crs, dst_crs, bounds: Tuple[float, float, float, float]
     between a UTM zone and EPSG:3035, once per read (a third of a warped run's CPU; pyproj
     transformers cost as much again in every new thread). rasterio's point transform goes
     through GDAL's cache of transformations: about 1 ms."""
-    a, b = _crs(src_crs), _crs(dst_crs)
-    if a == b:
+    if _crs(src_crs) == _crs(dst_crs):
         return tuple(bounds)  # type: ignore[return-value]
+    return _extent(_outline(src_crs, dst_crs, bounds))
+
+
+def _extent(outline: Tuple[np.ndarray, np.ndarray]) -> Tuple[float, float, float, float]:
+    xs, ys = outline
+    return float(xs.min()), float(ys.min()), float(xs.max()), float(ys.max())
+
+
+def _outline(src_crs, dst_crs, bounds: Tuple[float, float, float, float]
+             ) -> Tuple[np.ndarray, np.ndarray]:
+    """The edges of `bounds` (in `src_crs`), 21 points each, as a ring in `dst_crs`."""
     x0, y0, x1, y1 = bounds
     t = np.linspace(0.0, 1.0, 21)
     xs = np.concatenate([x0 + (x1 - x0) * t, np.full(21, x1), x1 - (x1 - x0) * t,
                          np.full(21, x0)])
     ys = np.concatenate([np.full(21, y0), y0 + (y1 - y0) * t, np.full(21, y1),
                          y1 - (y1 - y0) * t])
+    a, b = _crs(src_crs), _crs(dst_crs)
+    if a == b:
+        return xs, ys
     tx, ty = transform(a, b, xs.tolist(), ys.tolist())
-    return min(tx), min(ty), max(tx), max(ty)
+    return np.asarray(tx, float), np.asarray(ty, float)
 
 
 def _pixel_size_in(grid: Grid, crs: CRS) -> float:
@@ -738,6 +770,39 @@ def _window(ds, bounds, margin: int, clip: bool) -> Optional[Window]:
 
 _KERNELS = frozenset({Resampling.bilinear, Resampling.cubic, Resampling.cubic_spline,
                       Resampling.lanczos})
+
+
+# Source pixels a kernel reaches from a point, at the output's pixel size when that is the
+# coarser (a fixed-width kernel, see `kernel_scale`; average takes the output pixel).
+_REACH = {Resampling.bilinear: 1, Resampling.cubic: 2, Resampling.cubic_spline: 2,
+          Resampling.lanczos: 3}
+
+
+def _footprint(ds, band: int, outline: Tuple[np.ndarray, np.ndarray], window: Window,
+               how: Resampling, target_m: float) -> Optional[Dict[int, Tuple[int, int]]]:
+    """The tiles of `window` a warp onto the grid of `outline` samples: those meeting the
+    outline (the grid's edges in the file's CRS) grown by the kernel's reach and 2 pixels
+    for rounding and the warper's approximate transformer. None without a tile cache
+    (the window is read whole)."""
+    if getattr(_local, "tiles", None) is None:
+        return None
+    th, tw = (int(v) for v in ds.block_shapes[band - 1])
+    reach = _REACH.get(how, 1) * max(1.0, target_m / max(ds.res))
+    return _tiles_under(ds, outline, (th, tw), 2 + math.ceil(reach), window)
+
+
+def _complete(src: np.ndarray, window: Window, keep: Optional[Dict[int, Tuple[int, int]]],
+              ds, band: int) -> bool:
+    """No pixel read is nodata: every pixel of the window, or of the kept tiles in it."""
+    if keep is None:
+        return bool(src.all())
+    th, tw = (int(v) for v in ds.block_shapes[band - 1])
+    r0, c0 = int(window.row_off), int(window.col_off)
+    r1, c1 = r0 + int(window.height), c0 + int(window.width)
+    kept = sum((min((r + 1) * th, r1) - max(r * th, r0))
+               * (min((last + 1) * tw, c1) - max(first * tw, c0))
+               for r, (first, last) in keep.items())
+    return int(np.count_nonzero(src)) == kept
 
 
 def kernel_scale(how: Resampling, source_m: float, output_m: float) -> Dict[str, str]:
@@ -891,7 +956,8 @@ def read_to_grid(
 
     def read() -> Optional[np.ndarray]:
         ds = _open(path)
-        src_bounds = bounds_in(dst_crs, ds.crs, grid.bounds)
+        outline = _outline(dst_crs, ds.crs, grid.bounds)
+        src_bounds = _extent(outline)
         if _window(ds, src_bounds, 0, clip=True) is None:
             return None
         factors = ds.overviews(band) if use_overviews else []
@@ -915,11 +981,13 @@ def read_to_grid(
         win = _window(ds, src_bounds, 2, clip=True)
         if win is None:
             return None
-        src = _read(ds, path, level, band, win)
+        keep = _footprint(ds, band, outline, win, how, target_m)
+        src = _read(ds, path, level, band, win, keep)
         if not raw and not src.any():
             return None
         dst = np.zeros(grid.shape, dtype=src.dtype)
-        masked = nodata if nodata is not None and not (how in _SAME_UNMASKED and src.all()) \
+        masked = nodata if nodata is not None and not (how in _SAME_UNMASKED
+                                                       and _complete(src, win, keep, ds, band)) \
             else None
         reproject(
             source=src, destination=dst,

@@ -13,9 +13,10 @@ so `max_workers` is the number of simultaneous HTTP requests of the whole run.
 
 from __future__ import annotations
 
+import math
 import threading
 from collections import OrderedDict
-from typing import Dict, Hashable, List, Optional, Tuple
+from typing import Dict, Hashable, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 from rasterio.windows import Window
@@ -24,6 +25,8 @@ from .errors import ReadError
 from .handles import Handles
 
 TileKey = Tuple[Hashable, int, int, int]  # (dataset key, band, tile row, tile col)
+Rows = Mapping[int, Tuple[int, int]]  # tile row -> (first, last) tile column
+Coords = Union[Sequence[float], np.ndarray]
 
 # One decoded tile may not claim more than this (a hostile header can claim a 2^31 x 2^31
 # tile; GDAL would try to allocate it).
@@ -40,7 +43,7 @@ class TileCache:
         self.max_read = max_read  # the most bytes one window read may allocate
         # The run's area (crs, bounds): reads of a tile row extend to the row's tiles in it.
         self.extent: Optional[Tuple[str, Tuple[float, float, float, float]]] = None
-        self.spans: Dict[Tuple[Hashable, int], Tuple[int, int]] = {}
+        self.spans: Dict[Tuple[Hashable, int], Rows] = {}
         self.requests = threading.BoundedSemaphore(max(1, int(requests)))
         self._tiles: OrderedDict[TileKey, np.ndarray] = OrderedDict()
         self._fetching: Dict[TileKey, threading.Event] = {}
@@ -66,14 +69,17 @@ class TileCache:
     # --- public -------------------------------------------------------------------------
 
     def read(self, ds, key: Hashable, band: int, window: Window,
-             limit: Optional[int] = None, span: Optional[Tuple[int, int]] = None
-             ) -> np.ndarray:
+             limit: Optional[int] = None, span: Optional[Rows] = None,
+             keep: Optional[Rows] = None) -> np.ndarray:
         """`ds.read(band, window=window)` (the window lies inside the raster) from tiles.
 
         `limit`: the most bytes the window may take (ReadError before allocating).
-        `span`: the tile columns of this file that the run will read (its area): a fetch
-        of a row extends to the missing tiles of that row within it, so a row of tiles
-        costs one request instead of one per block that meets it."""
+        `span`: per tile row, the tile columns of this file that the run will read (its
+        area): a fetch in a row extends to the missing tiles of that row within it, so a
+        row of tiles costs one request instead of one per block that meets it.
+        `keep`: per tile row, the only tile columns the caller will use (a warp's source
+        footprint, slanted in the window); the window's other tiles are zeros, not
+        fetched."""
         th, tw = _tile_shape(ds, band)
         dtype = np.dtype(ds.dtypes[band - 1])
         h, w = int(window.height), int(window.width)
@@ -82,7 +88,8 @@ class TileCache:
             check_window(h, w, dtype, limit)
         rows = range(r0 // th, (r0 + h - 1) // th + 1)
         cols = range(c0 // tw, (c0 + w - 1) // tw + 1)
-        keys = [(key, band, r, c) for r in rows for c in cols]
+        keys = [(key, band, r, c) for r in rows for c in cols
+                if keep is None or (r in keep and keep[r][0] <= c <= keep[r][1])]
         got, mine, others = self._claim(keys)
         extra = self._extend(mine, span, th * tw * dtype.itemsize) if span else []
         try:
@@ -92,7 +99,7 @@ class TileCache:
         for k in others:
             tile = self._await(k)
             got[k] = tile if tile is not None else self._fetch_one(ds, band, k, (th, tw))
-        out = np.empty((h, w), dtype)
+        out = np.empty((h, w), dtype) if keep is None else np.zeros((h, w), dtype)
         for (_, _, r, c), tile in ((k, got[k]) for k in keys):
             y0, x0 = r * th, c * tw
             ys, xs = max(y0, r0), max(x0, c0)
@@ -188,18 +195,20 @@ class TileCache:
                     mine.append(k)
         return got, mine, others
 
-    def _extend(self, mine: List[TileKey], span: Tuple[int, int], tile_bytes: int
+    def _extend(self, mine: List[TileKey], span: Rows, tile_bytes: int
                 ) -> List[TileKey]:
-        """Claim the missing tiles beside each claimed row run, within `span`, while the
-        read-ahead claimed and not yet stored stays within half the cache's budget (the
-        least recently used tiles make way for it): read-ahead along the row. Counting the
-        tiles already cached against it, as it once did, stopped it for the rest of the
-        run as soon as the cache was full."""
+        """Claim the missing tiles beside each claimed row run, within the row's `span`,
+        while the read-ahead claimed and not yet stored stays within half the cache's
+        budget (the least recently used tiles make way for it): read-ahead along the row.
+        Counting the tiles already cached against it, as it once did, stopped it for the
+        rest of the run as soon as the cache was full."""
         extra: List[TileKey] = []
-        lo, hi = span
         with self._lock:
             room = self.budget // 2 - self._pending
             for key, band, r, c in sorted(mine):
+                if r not in span:
+                    continue
+                lo, hi = span[r]
                 for step in (-1, 1):
                     n = c + step
                     while lo <= n <= hi and room >= tile_bytes:
@@ -316,6 +325,42 @@ def check_window(height: int, width: int, dtype, limit: int) -> None:
             f"A read of {width} x {height} pixels ({size_text(size)}) exceeds the "
             f"{size_text(limit)} one read may take under the memory budget: raise MEMORY_MB, "
             "or use a coarser resolution or a smaller AOI.")
+
+
+def tile_rows(xs: Coords, ys: Coords, shape: Tuple[int, int], margin: float, rows: range,
+              cols: range) -> Dict[int, Tuple[int, int]]:
+    """Per tile row of `rows`, the first and last tile column of `cols` that meet the
+    closed ring (`xs`, `ys`, in the file's pixels) grown by `margin` pixels; rows it does
+    not meet are left out.
+
+    A square AOI in EPSG:3035 is a slanted quadrilateral in a UTM file: the tiles of its
+    bounding box outside it held a tenth of a warped run's bytes. The x extent of the
+    ring's part within a row's band is the x extent of its edges clipped to the band
+    (a bounded shape meets a band only across its boundary), so the ring may be any
+    shape, convex or not, without a polygon library."""
+    th, tw = shape
+    x0, y0 = np.asarray(xs, float), np.asarray(ys, float)
+    x1, y1 = np.roll(x0, -1), np.roll(y0, -1)
+    dx, dy = x1 - x0, y1 - y0
+    flat = dy == 0
+    step = np.where(flat, 1.0, dy)
+    out: Dict[int, Tuple[int, int]] = {}
+    for r in rows:
+        a, b = r * th - margin, (r + 1) * th + margin
+        ta, tb = (a - y0) / step, (b - y0) / step
+        inside = (y0 >= a) & (y0 <= b)
+        lo = np.where(flat, np.where(inside, 0.0, np.inf), np.minimum(ta, tb))
+        hi = np.where(flat, np.where(inside, 1.0, -np.inf), np.maximum(ta, tb))
+        lo, hi = np.maximum(lo, 0.0), np.minimum(hi, 1.0)
+        met = lo <= hi
+        if not met.any():
+            continue
+        ends = np.concatenate([x0[met] + dx[met] * lo[met], x0[met] + dx[met] * hi[met]])
+        first = max(cols.start, math.floor((ends.min() - margin) / tw))
+        last = min(cols.stop - 1, math.floor((ends.max() + margin) / tw))
+        if first <= last:
+            out[r] = (first, last)
+    return out
 
 
 def _runs(cols: List[int]) -> List[Tuple[int, int]]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
 import textwrap
@@ -18,6 +19,7 @@ from rasterio.enums import Resampling
 from rasterio.warp import reproject
 
 from clearsky.core import budget, io
+from clearsky.core import tiles as tiles_mod
 from clearsky.core.api import Aoi, MosaicParams, build_mosaic
 from clearsky.core.errors import InvalidParameterError, ReadError
 from clearsky.core.grid import Grid
@@ -117,6 +119,69 @@ def test_a_warped_read_gives_gdals_masked_warp_with_or_without_nodata(tmp_path, 
                                                   **kernel))
 
 
+@pytest.mark.parametrize("resampling", [Resampling.bilinear, Resampling.cubic,
+                                        Resampling.average, Resampling.nearest])
+@pytest.mark.parametrize("holes", [False, True])
+def test_a_warp_fetches_only_the_tiles_under_its_grid_and_gets_the_same_pixels(
+        tmp_path, resampling, holes):
+    """Into EPSG:3035 the grid is a slanted square in the UTM file: the tiles of its source
+    window outside it (plus the kernel's reach) are not fetched, and the pixels are
+    GDAL's warp of the whole file all the same, byte for byte."""
+    rng = np.random.default_rng(11)
+    data = rng.integers(1, 12000, (400, 400)).astype("uint16")
+    if holes:
+        data[rng.random(data.shape) < 0.05] = 0
+    path = write_tiff(tmp_path / "b.tif", data, 10.0, tile=16)
+    res = 20.0 if resampling is Resampling.average else 10.0
+    # a square in EPSG:3035 about the file's centre, 3 km a side (the file is 4 km)
+    cx, cy = rasterio.warp.transform(CRS, "EPSG:3035", [ORIGIN[0] + 2000],
+                                     [ORIGIN[1] - 2000])
+    side = int(3000 // res)
+    west, north = round(cx[0]) - 1500, round(cy[0]) + 1500
+    grid = Grid("EPSG:3035", Affine(res, 0, west, 0, -res, north), side, side)
+    tiles = TileCache(64 * 2**20)
+    with io.thread_tiles(tiles):
+        ours = io.read_to_grid(str(path), grid, resampling=resampling, use_overviews=False,
+                               allow_local=True)
+    kernel = io.kernel_scale(resampling, 10.0, res)
+    np.testing.assert_array_equal(ours, gdal_warp(path, grid, resampling, raw=False,
+                                                  **kernel))
+    with rasterio.open(path) as ds:
+        win = io._window(ds, io.bounds_in(grid.crs, ds.crs, grid.bounds), 2, clip=True)
+    in_window = (math.ceil((win.row_off + win.height) / 16) - win.row_off // 16) * \
+        (math.ceil((win.col_off + win.width) / 16) - win.col_off // 16)
+    # the slanted square leaves four corner triangles of its bounding box unread
+    assert tiles.stats()["fetched"] < 0.97 * in_window, (tiles.stats(), in_window)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_the_tiles_under_a_ring_are_those_a_polygon_test_finds(seed):
+    """Each row's first and last tile column are those whose tile, grown by the margin,
+    meets the polygon, for slanted quadrilaterals of any size and place."""
+    from shapely.geometry import Polygon, box
+
+    rng = np.random.default_rng(seed)
+    cx, cy, half = rng.uniform(100, 300), rng.uniform(100, 300), rng.uniform(20, 150)
+    angle = rng.uniform(0, np.pi / 2)
+    corners = [(cx + half * np.cos(angle + k * np.pi / 2),
+                cy + half * np.sin(angle + k * np.pi / 2)) for k in range(4)]
+    t = np.linspace(0, 1, 7)[:-1]
+    ring = [(x0 + (x1 - x0) * f, y0 + (y1 - y0) * f)
+            for (x0, y0), (x1, y1) in zip(corners, corners[1:] + corners[:1]) for f in t]
+    xs, ys = zip(*ring)
+    margin, (th, tw) = 2.5, (24, 32)
+    got = tiles_mod.tile_rows(xs, ys, (th, tw), margin, range(0, 20), range(0, 14))
+    poly = Polygon(ring)
+    want = {}
+    for r in range(20):
+        met = [c for c in range(14) if poly.intersects(
+            box(c * tw - margin, r * th - margin, (c + 1) * tw + margin,
+                (r + 1) * th + margin))]
+        if met:
+            want[r] = (min(met), max(met))
+    assert got == want
+
+
 def test_the_kernel_follows_the_ratio_of_the_pixel_sizes():
     assert io.kernel_scale(Resampling.bilinear, 10.0, 13.0) == {"XSCALE": "0.7692",
                                                                 "YSCALE": "0.7692"}
@@ -184,11 +249,11 @@ def test_a_row_of_tiles_is_read_ahead_within_the_runs_area(tmp_path):
     path = write_tiff(tmp_path / "r.tif", data, 10.0, tile=64)
     tiles = TileCache(64 * 2**20)
     with rasterio.open(path) as ds:
-        part = tiles.read(ds, "r", 1, rasterio.windows.Window(70, 10, 20, 20), span=(0, 2))
+        part = tiles.read(ds, "r", 1, rasterio.windows.Window(70, 10, 20, 20), span={0: (0, 2)})
         np.testing.assert_array_equal(part, data[10:30, 70:90])
         assert tiles.stats()["fetched"] == 3  # tile columns 0..2 of row 0, not column 3
         np.testing.assert_array_equal(
-            tiles.read(ds, "r", 1, rasterio.windows.Window(0, 0, 190, 60), span=(0, 2)),
+            tiles.read(ds, "r", 1, rasterio.windows.Window(0, 0, 190, 60), span={0: (0, 2)}),
             data[0:60, 0:190])
         assert tiles.stats()["fetched"] == 3 and tiles.stats()["hits"] == 3
 
