@@ -233,7 +233,8 @@ def run_block(task: BlockTask) -> BlockResult:
         stats = SeamStats()
         if task.seams is not None:
             values, count, source, contributed, stats = compose(
-                task, grid, target, reads, pools.map_passes, _native_first)
+                task, grid, target, reads, pools.map_passes, _native_first,
+                pools.passes)
         elif not spec.stacked:
             values, count, source, contributed = _best(grid, passes, target, spec, reads,
                                                        pools.passes, task.read_workers)

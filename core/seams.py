@@ -34,7 +34,7 @@ mosaic made of several passes shows their edges. Three tools, all numpy:
 from __future__ import annotations
 
 import math
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
@@ -394,21 +394,41 @@ def _crop(mask: np.ndarray, halo: int) -> np.ndarray:
 
 
 def compose(task, grid: Grid, target: np.ndarray, reads, mapper: Callable,
-            native_first: Callable):
+            native_first: Callable, ahead: Optional[Executor] = None):
     """The block's composite with normalisation and feathering (`task.seams`).
 
     Returns (values, count, source, contributed, stats) as blocks' own reducers do, plus
-    the seam statistics of the block."""
+    the seam statistics of the block. `ahead`: a pool on which best pixel reads the next
+    pass's cloud masks while it reads this pass's bands."""
     spec: SeamSpec = task.seams
     if task.composite.stacked:
         ordered = [(p.pass_id, native_first(list(p.scenes), grid.crs)) for p in task.passes]
         return _stack(task, spec, grid, target, reads, mapper, ordered)
-    return _best(task, spec, grid, target, reads)
+    return _best(task, spec, grid, target, reads, ahead)
+
+
+def _pass_masks(scenes, wide: Grid, reads) -> List[Optional[Tuple[np.ndarray, np.ndarray]]]:
+    """(clear, has data) of every tile of one pass on the block plus halo (None: no data
+    or unreadable). Best pixel reads all of them whatever the bands give, so they can be
+    read before, or while, the bands of an earlier pass are."""
+    everywhere = np.ones(wide.shape, bool)
+    return [reads.usable_and_covered(index, scene, wide, everywhere) for index, scene in scenes]
+
+
+def _still_open(masks, left: np.ndarray, halo: int) -> bool:
+    """Pixels with weight left that no tile of the pass is clear at: the next pass will be
+    read whatever this pass's bands give (they only fill its clear pixels)."""
+    rest = left > 0
+    for both in masks:
+        if both is not None:
+            rest &= ~_crop(both[0], halo)
+    return bool(rest.any())
 
 
 def _read_pass_halo(scenes, pass_id: str, spec: SeamSpec, grid: Grid, halo: int,
                     target: np.ndarray, reads, nb: int, need: Optional[np.ndarray] = None,
-                    stop_when_covered: bool = True, out: Optional[np.ndarray] = None):
+                    stop_when_covered: bool = True, out: Optional[np.ndarray] = None,
+                    masks: Optional[list] = None):
     """One pass's tiles over the block: values and validity on the block (normalised),
     its clear mask on the block plus halo, the block's usable pixels and the pixels each
     tile gave; only pixels in `need` are read. Tiles of one pass repeat one observation.
@@ -420,7 +440,8 @@ def _read_pass_halo(scenes, pass_id: str, spec: SeamSpec, grid: Grid, halo: int,
     and the further tiles are read only while the block and its halo are not covered: a
     pixel's mask then never depends on where its block starts.
     `out`: the (nb, h, w) array to write the values into, at the valid pixels only (a
-    stack slot: `Stack.keep` sets the others to NaN)."""
+    stack slot: `Stack.keep` sets the others to NaN). `masks`: the tiles' masks, already
+    read (`_pass_masks`, not with `stop_when_covered`)."""
     wide = halo_grid(grid, halo)
     everywhere = np.ones(wide.shape, bool)
     covered = np.zeros(wide.shape, bool)
@@ -431,11 +452,12 @@ def _read_pass_halo(scenes, pass_id: str, spec: SeamSpec, grid: Grid, halo: int,
     owners: List[Tuple[int, np.ndarray]] = []
     fit = spec.fit_of(pass_id)
     first_with_data = stop_when_covered and halo > 0
-    for index, scene in scenes:
+    for n, (index, scene) in enumerate(scenes):
         if stop_when_covered and covered.any() and (
                 covered.all() if halo else not (~covered & target).any()):
             break
-        both = reads.usable_and_covered(index, scene, wide, everywhere)
+        both = masks[n] if masks is not None else reads.usable_and_covered(
+            index, scene, wide, everywhere)
         if both is None:
             continue
         got, has_data = both
@@ -458,10 +480,16 @@ def _read_pass_halo(scenes, pass_id: str, spec: SeamSpec, grid: Grid, halo: int,
     return values, valid, usable_halo, seen, owners
 
 
-def _best(task, spec: SeamSpec, grid: Grid, target: np.ndarray, reads):
-    """Passes in plan order; each gives weight x what the earlier ones left of a pixel."""
+def _best(task, spec: SeamSpec, grid: Grid, target: np.ndarray, reads,
+          ahead: Optional[Executor] = None):
+    """Passes in plan order; each gives weight x what the earlier ones left of a pixel.
+
+    With `ahead`, the next pass's cloud masks are read while this pass's bands are, when
+    this pass's masks leave pixels open (so they are never read for nothing): a pass
+    costs one round of requests instead of two."""
     cspec = task.composite
     halo, feather_px = _halo_px(spec, grid)
+    wide = halo_grid(grid, halo)
     nb = len(cspec.bands)
     acc = np.zeros((nb, *grid.shape), np.float64)
     total = np.zeros(grid.shape, np.float64)
@@ -469,25 +497,37 @@ def _best(task, spec: SeamSpec, grid: Grid, target: np.ndarray, reads):
     top = np.zeros(grid.shape, np.float64)  # the largest contribution so far
     source = np.full(grid.shape, -1, np.int64)
     count = np.zeros(grid.shape, "uint16") if cspec.count_band else None
-    for p in task.passes:
-        if count is None and not (left > 0).any():
-            break  # every AOI pixel of the block has its full weight: stop reading
-        values, valid, usable_halo, seen, owners = _read_pass_halo(
-            p.scenes, p.pass_id, spec, grid, halo, target, reads, nb, need=left > 0,
-            stop_when_covered=False)
-        if count is not None:
-            count += seen.astype("uint16")
-        if not valid.any():
-            continue
-        weight = np.where(valid, feather_weight(usable_halo, halo, feather_px), 0.0)
-        share = left * weight
-        acc += share * np.nan_to_num(values)
-        total += share
-        left *= 1.0 - weight
-        for index, new in owners:
-            wins = new & (share > top)
-            source[wins] = index
-        top = np.maximum(top, share)
+    passes = list(task.passes)
+    upcoming: Optional[Future] = None  # the masks of passes[k + 1], being read
+    try:
+        for k, p in enumerate(passes):
+            if count is None and not (left > 0).any():
+                break  # every AOI pixel of the block has its full weight: stop reading
+            masks = upcoming.result() if upcoming is not None else _pass_masks(
+                p.scenes, wide, reads)
+            upcoming = None
+            if ahead is not None and k + 1 < len(passes) and (
+                    count is not None or _still_open(masks, left, halo)):
+                upcoming = ahead.submit(_pass_masks, passes[k + 1].scenes, wide, reads)
+            values, valid, usable_halo, seen, owners = _read_pass_halo(
+                p.scenes, p.pass_id, spec, grid, halo, target, reads, nb, need=left > 0,
+                stop_when_covered=False, masks=masks)
+            if count is not None:
+                count += seen.astype("uint16")
+            if not valid.any():
+                continue
+            weight = np.where(valid, feather_weight(usable_halo, halo, feather_px), 0.0)
+            share = left * weight
+            acc += share * np.nan_to_num(values)
+            total += share
+            left *= 1.0 - weight
+            for index, new in owners:
+                wins = new & (share > top)
+                source[wins] = index
+            top = np.maximum(top, share)
+    finally:
+        if upcoming is not None:  # an error or a cancel: the read is not waited for
+            upcoming.cancel()
     with np.errstate(invalid="ignore", divide="ignore"):
         out = np.where(total > 0, acc / total, np.nan).astype(np.float32)
     out[:, total <= 0] = np.nan

@@ -125,3 +125,30 @@ def test_write_cog_small_float_and_single_band(tmp_path):
     clip = write_cog(tmp_path / "u8.tif", grid, arr * 200, dtype="uint8", scales=[0.005])
     with rasterio.open(clip) as ds:
         assert ds.dtypes[0] == "uint8" and ds.scales == (0.005,)
+
+
+def test_a_large_mosaics_part_is_compressed_and_both_parts_give_the_same_cog(tmp_path,
+                                                                          monkeypatch):
+    """The temporary part is left uncompressed only while small (its raw size under
+    PLAIN_PART_BYTES): above that the disk holds it DEFLATE-compressed. Either way the
+    committed COG is the same file, byte for byte."""
+    from clearsky.core import io
+
+    data = bands()
+    made = {}
+    for name, limit in (("plain", io.PLAIN_PART_BYTES), ("packed", 0)):
+        monkeypatch.setattr(io, "PLAIN_PART_BYTES", limit)
+        out = tmp_path / name / "mosaic.tif"
+        out.parent.mkdir()
+        with CogWriter(out, GRID, 3, "uint16", nodata=0) as w:
+            write_blocks(w, data)
+            w._ds.close()  # the part as the commit would find it, to look at
+            with rasterio.open(w._part) as part:
+                made[name] = (part.compression.value if part.compression else None,
+                              part.read())
+            w._ds = rasterio.open(w._part, "r+")
+            w.commit()
+        made[name] += (out.read_bytes(),)
+    assert made["plain"][0] is None and made["packed"][0] == "DEFLATE"
+    assert np.array_equal(made["plain"][1], data) and np.array_equal(made["packed"][1], data)
+    assert made["plain"][2] == made["packed"][2]

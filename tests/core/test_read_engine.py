@@ -343,6 +343,56 @@ def test_best_pixel_reads_each_scenes_bands_once_when_a_clear_pixel_stays_invali
     assert contributed == {0: 15}
 
 
+@pytest.mark.parametrize("count_band", [False, True])
+def test_best_pixel_reads_the_next_passes_masks_with_this_passes_bands_and_no_more(
+        count_band):
+    """Three passes: the first clear on the left half, the second on the right half, the
+    third everywhere. The second pass's cloud masks are asked for while the first pass's
+    bands are being read (the bands wait for that request, up to 5 s); the third pass's
+    masks are never read, since the first two passes cover the block, unless a count band
+    wants every pass's observations."""
+    import threading
+    from types import SimpleNamespace
+
+    from clearsky.core import seams
+    from clearsky.core.blocks import CompositeSpec
+    from clearsky.core.options import Method, OutputType
+    from clearsky.core.plan import Pass
+
+    grid = Grid(CRS, Affine(10, 0, ORIGIN[0], 0, -10, ORIGIN[1]), 8, 8)
+    clear = [np.zeros((8, 8), bool) for _ in range(3)]
+    clear[0][:, :4] = clear[1][:, 4:] = clear[2][:, :] = True
+    masks_read, asked = [], {k: threading.Event() for k in range(3)}
+    overlapped = []
+
+    class Reads:
+        def usable_and_covered(self, index, scene, wide, target):
+            masks_read.append(index)
+            asked[index].set()
+            return clear[index] & target, np.ones(wide.shape, bool)
+
+        def reflectance(self, index, scene, grid, usable, out):
+            if index == 0:
+                overlapped.append(asked[1].wait(5.0))
+            out[:, usable] = 0.1 * (index + 1)
+            return out, usable.copy()
+
+    passes = tuple(Pass(f"p{k}", ((k, object()),), 90.0 - k, 0.0) for k in range(3))
+    task = SimpleNamespace(
+        passes=passes, seams=seams.SeamSpec(feather_m=0.0, fits=()),
+        composite=CompositeSpec(Method.BEST, 25.0, ("red",), OutputType.REFLECTANCE,
+                                count_band=count_band))
+    with ThreadPoolExecutor(2) as pool:
+        values, count, _, contributed, _ = seams.compose(
+            task, grid, np.ones((8, 8), bool), Reads(), map, None, pool)
+    assert overlapped == [True]
+    assert masks_read == ([0, 1, 2] if count_band else [0, 1])
+    assert np.allclose(values[0][:, :4], 0.1) and np.allclose(values[0][:, 4:], 0.2)
+    assert contributed == {0: 32, 1: 32}
+    if count_band:
+        assert (count[:, :4] == 2).all() and (count[:, 4:] == 2).all()
+
+
 # --- the budget -----------------------------------------------------------------------------
 
 def test_the_same_check_in_one_window_would_exceed_it(big_scl):
