@@ -37,7 +37,7 @@ from .tiles import TileCache
 # run at about 40 MB/s with 8 concurrent requests, each request costing ~60 ms of latency.
 THROUGHPUT_BYTES_S = 40e6
 REQUEST_LATENCY_S = 0.06
-HEADER_BYTES = 16384  # GDAL_INGESTED_BYTES_AT_OPEN: the first request of every file
+HEADER_BYTES = io.HEADER_BYTES  # the first request of every file
 GB, GIB = 1e9, 2.0**30
 
 

@@ -317,3 +317,31 @@ def test_check_output_path(tmp_path):
     (tmp_path / "dir.tif").mkdir()
     with pytest.raises(OutputError, match="is a folder"):
         io.check_output_path(tmp_path / "dir.tif", overwrite=True)
+
+
+def test_a_header_longer_than_the_first_request_is_read_on_and_gives_the_pixels(tmp_path):
+    """The first request of a file takes io.HEADER_BYTES: a COG of 16 px tiles, whose tile
+    offsets and sizes alone fill about 170 KB, is read on by GDAL in further requests and
+    gives its pixels exactly; a file whose header fits takes the one request."""
+    rng = np.random.default_rng(3)
+    data = rng.integers(1, 60000, size=(2048, 2048), dtype=np.uint16)
+    transform = from_origin(400000, 5800000, 10, 10)
+    write_cog(tmp_path / "tiny_tiles.tif", data, "EPSG:32633", transform, blocksize=16)
+    write_cog(tmp_path / "usual.tif", data, "EPSG:32633", transform, blocksize=512)
+    with rasterio.open(tmp_path / "tiny_tiles.tif") as ds:
+        first = min(int(ds.get_tag_item(f"BLOCK_OFFSET_{x}_0", "TIFF", bidx=1))
+                    for x in range(ds.width // 16))
+    assert first > 8 * io.HEADER_BYTES  # the header is far longer than the first request
+    grid = Grid("EPSG:32633", transform * Affine.translation(300, 200), 40, 30)
+    with RangeServer(tmp_path) as srv, io.gdal_env():
+        for name in ("tiny_tiles.tif", "usual.tif"):
+            srv.clear_log()
+            got = io.read_to_grid(f"{srv.url}/{name}", grid, resampling=Resampling.nearest,
+                                  use_overviews=False)
+            assert np.array_equal(got, data[200:230, 300:340]), name
+            gets = [r for r in srv.requests() if r["method"] == "GET"]
+            assert gets[0]["range"] == f"bytes=0-{io.HEADER_BYTES - 1}", name
+            if name == "usual.tif":  # the header, then the one tile under the grid
+                assert len(gets) == 2, gets
+            else:
+                assert 2 < len(gets) < 40, len(gets)
