@@ -95,10 +95,10 @@ def gdal_options(max_workers: int = 8, **overrides) -> Dict[str, object]:
         "GDAL_PAM_ENABLED": "NO",
         "GDAL_HTTP_MERGE_CONSECUTIVE_RANGES": "YES",
         # The COG header in one request (a longer one costs GDAL more requests, not a
-        # failure). It ends within 1 KB in the archive's files, but 4 KB took more requests
-        # than it saved bytes: the rest of the 16 KB holds small tiles that reads then
-        # fetch on their own (benchmark: warped median 1.14x -> 1.08x the floor, 295 -> 310
-        # requests, slower; aligned median 704 -> 729).
+        # failure). It ends within 1 KB in the archive's files, but 4 KB (or 8 KB) took more
+        # requests than it saved bytes: the rest of the 16 KB holds small tiles that reads
+        # then fetch on their own (benchmark: warped median 1.14x -> 1.08x the floor, 295
+        # -> 310 requests, slower; aligned median 704 -> 729).
         "GDAL_INGESTED_BYTES_AT_OPEN": str(HEADER_BYTES),
         # /vsicurl/ rounds every range out to whole chunks: at its default 16 KB a run of
         # tiles came with up to 16 KB of each neighbouring tile (bytes served 1.21x the
