@@ -420,6 +420,17 @@ def test_blocks_hold_the_budget_whatever_the_passes(passes):
     assert sized.side >= budget.MIN_SIDE
 
 
+def test_a_grid_a_little_over_one_block_is_cut_evenly_not_into_a_block_and_a_strip():
+    sized = budget.Blocks(512, 2)
+    assert budget.evened(sized, 600) == budget.Blocks(304, 2)  # 304 + 296, not 512 + 88
+    assert budget.evened(sized, 2048) == sized and budget.evened(sized, 400) == sized
+    for side in range(513, 6000, 37):
+        got, n = budget.evened(sized, side), math.ceil(side / 512)
+        assert got.side % budget.SIDE_STEP == 0 and got.in_flight == 2
+        assert math.ceil(side / got.side) == n  # as many blocks, each as wide but the last,
+        assert side - (n - 1) * got.side >= got.side - n * budget.SIDE_STEP  # within steps
+
+
 def test_a_grid_that_fits_one_block_only_alone_is_one_block():
     """1,000 passes over a 140 px AOI: in 96 px blocks (two in flight) every block would
     fetch every tile of every pass again (they outgrow the tile cache); one 140 px block
