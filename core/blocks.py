@@ -16,16 +16,15 @@ import os
 import threading
 import time
 from collections import deque
-from concurrent.futures import Executor, Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
-from itertools import islice
 from typing import Callable, Deque, Dict, FrozenSet, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 import rasterio
 from shapely.geometry.base import BaseGeometry
 
-from . import budget, composite, io
+from . import budget, io
 from .clouds import MaskRule
 from .errors import ReadError
 from .grid import Block, Grid, geometry_mask
@@ -229,19 +228,10 @@ def run_block(task: BlockTask) -> BlockResult:
     target = geometry_mask(grid, task.aoi) if inside_aoi else np.ones(grid.shape, bool)
     with _gdal(task.gdal), _pools_for(task) as pools, io.thread_tiles(pools.tiles):
         reads = _SafeReads(SceneReader(spec.bands, task.mask, grid, pools.bands.map), task.skip)
-        passes = [list(p.scenes) for p in task.passes]
-        stats = SeamStats()
-        if task.seams is not None:
-            values, count, source, contributed, stats = compose(
-                task, grid, target, reads, pools.map_passes, _native_first,
-                pools.passes)
-        elif not spec.stacked:
-            values, count, source, contributed = _best(grid, passes, target, spec, reads,
-                                                       pools.passes, task.read_workers)
-        else:
-            ordered = [_native_first(scenes, grid.crs) for scenes in passes]
-            values, count, source, contributed = _stack(
-                grid, ordered, target, spec, reads, pools.map_passes)
+        if task.seams is None:  # a task made without seam options: none (the mosaic's has)
+            task = replace(task, seams=SeamSpec())
+        values, count, source, contributed, stats = compose(
+            task, grid, target, reads, pools.map_passes, _native_first, pools.passes)
     data = encode(values, target, count, source, spec.output_type)
     sha = digest(data)
     if task.part is not None:
@@ -276,10 +266,6 @@ class _SafeReads:
             self.broken.setdefault(index, str(exc))
             return None
 
-    def usable(self, index: int, scene: Scene, grid: Grid, target: np.ndarray):
-        usable = self._guard(index, self.reader.usable, scene, grid)
-        return None if usable is None else usable & target
-
     def usable_and_covered(self, index: int, scene: Scene, grid: Grid, target: np.ndarray):
         got = self._guard(index, self.reader.usable_and_covered, scene, grid)
         return None if got is None else (got[0] & target, got[1])
@@ -294,125 +280,6 @@ def _native_first(scenes: List[Indexed], crs: str) -> List[Indexed]:
     others only fill what those leave empty. Stable, so the plan order holds otherwise.
     Only for stacks: best pixel keeps the plan's tile order (its choice of pixels)."""
     return sorted(scenes, key=lambda item: item[1].crs != crs)
-
-
-def _best(grid: Grid, passes: List[List[Indexed]], target: np.ndarray, spec: CompositeSpec,
-          reads: _SafeReads, pool: Optional[Executor] = None, lookahead: int = 16):
-    """First valid observation per pixel, passes (and their tiles) in plan order.
-
-    The SCL of the candidate scenes is read concurrently, `lookahead` ahead, until their
-    clear pixels cover the block; then the bands of only those scenes that give a pixel no
-    earlier scene gives, a few at once (`_fill`). Should a band leave pixels invalid that
-    its SCL called clear, the SCL of further scenes is read for them."""
-    best = composite.BestPixel(len(spec.bands), grid.shape)
-    count = np.zeros(grid.shape, "uint16") if spec.count_band else None
-    contributed: Dict[int, int] = {}
-    flat = [(n, index, scene) for n, scenes in enumerate(passes) for index, scene in scenes]
-    masked: List[Tuple[int, Scene, np.ndarray]] = []  # plan order
-    clear = np.zeros(grid.shape, bool)
-    seen = [np.zeros(grid.shape, bool) for _ in passes] if count is not None else []
-
-    def mask(item):
-        n, index, scene = item
-        return n, index, scene, reads.usable(index, scene, grid, target)
-
-    def covered() -> bool:
-        return count is None and not (target & ~clear).any()
-
-    done = 0  # scenes of `flat` whose SCL was read
-    tried = np.full(grid.shape, -1, "int32")  # per pixel: last scene of `masked` tried
-    while True:
-        for n, index, scene, usable in _in_order(pool, mask, flat[done:], lookahead, covered):
-            done += 1
-            if usable is None:
-                continue
-            if count is not None:
-                seen[n] |= usable
-            if usable.any():
-                masked.append((index, scene, usable))
-                clear |= usable
-        _fill(best, masked, grid, tried, target, reads, pool, contributed)
-        if done >= len(flat) or not (target & ~best.filled).any():
-            break
-        clear[...] = best.filled  # a band left pixels invalid: mask further scenes
-    if count is not None:
-        for one in seen:
-            count += one.astype("uint16")
-    values, source = best.result()
-    return values, count, (source if spec.source_band else None), contributed
-
-
-def _fill(best: composite.BestPixel, masked: List[Tuple[int, Scene, np.ndarray]], grid: Grid,
-          tried: np.ndarray, target: np.ndarray, reads: _SafeReads,
-          pool: Optional[Executor], contributed: Dict[int, int]) -> None:
-    """Each pixel takes the first scene, in plan order, whose SCL and bands are valid there:
-    a round reads, for every pixel still empty, the next scene not yet tried for it
-    (`tried`: per pixel, the position in `masked` of the last scene tried, kept across
-    calls so that no scene's bands are read twice for one pixel)."""
-    while True:
-        empty = target & ~best.filled
-        claimed = np.zeros(grid.shape, bool)
-        todo = []
-        for k, (index, scene, usable) in enumerate(masked):
-            need = usable & empty & ~claimed & (tried < k)
-            if need.any():
-                todo.append((k, index, scene, usable, need))
-                claimed |= need
-        if not todo:
-            return
-        for group in _groups(todo, READ_GROUP):
-            got = _map(pool, lambda t: reads.reflectance(t[1], t[2], grid, t[3]), group)
-            for (k, index, _, _, need), read in zip(group, got):
-                tried[need] = k
-                if read is None:
-                    continue
-                filled = best.add(read[0], read[1] & need, index)
-                if filled:
-                    contributed[index] = contributed.get(index, 0) + filled
-
-
-READ_GROUP = budget.BEST_READS  # scenes whose bands best pixel reads at once (held)
-
-
-def _groups(items: list, size: int) -> Iterator[list]:
-    for i in range(0, len(items), size):
-        yield items[i:i + size]
-
-
-def _map(pool: Optional[Executor], func: Callable, items: list) -> list:
-    if pool is None or len(items) < 2:
-        return [func(i) for i in items]
-    return list(pool.map(func, items))
-
-
-def _in_order(pool: Optional[Executor], func: Callable, items: list, lookahead: int,
-              enough: Callable[[], bool]) -> Iterator:
-    """func(item) for the items in order, up to `lookahead` running ahead on `pool`; stops
-    (cancelling what has not started) once `enough()` after a result."""
-    if pool is None:
-        for item in items:
-            if enough():
-                return
-            yield func(item)
-        return
-    if enough():
-        return
-    queue = iter(items)
-    running: Deque[Future] = deque(pool.submit(func, i) for i in islice(queue, max(1, lookahead)))
-    try:
-        while running:
-            yield running.popleft().result()
-            if enough():
-                return
-            nxt = next(queue, _END)
-            if nxt is not _END:
-                running.append(pool.submit(func, nxt))
-    finally:
-        for f in running:
-            f.cancel()
-
-
-_END = object()
 
 
 def _read_pass(scenes: List[Indexed], grid: Grid, target: np.ndarray, reads: _SafeReads):
@@ -439,37 +306,3 @@ def _read_pass(scenes: List[Indexed], grid: Grid, target: np.ndarray, reads: _Sa
         observations.append(read)
         owners.append(index)
     return observations, owners
-
-
-def _stack(grid: Grid, passes: List[List[Indexed]], target: np.ndarray, spec: CompositeSpec,
-           reads: _SafeReads, mapper: Callable = map):
-    """Median or percentile over passes; the tiles of one pass merge into one observation.
-    `mapper` (a pool's map) reads the passes concurrently; results come back in order."""
-    count = np.zeros(grid.shape, "uint16") if spec.count_band else None
-    contributed: Dict[int, int] = {}
-    stack = composite.Stack(len(passes), len(spec.bands), grid.shape)
-    for observations, owners in mapper(
-        lambda scenes: _read_pass(scenes, grid, target, reads), passes
-    ):
-        if not observations:
-            continue
-        taken = np.zeros(grid.shape, bool)
-        for (_, valid), index in zip(observations, owners):  # first valid tile wins
-            new = valid & ~taken
-            if new.any():
-                contributed[index] = contributed.get(index, 0) + int(np.count_nonzero(new))
-            taken |= valid
-        values, valid = composite.merge_pass(observations)
-        stack.add(values)
-        del observations, values
-        if count is not None:
-            count += valid.astype("uint16")
-    if stack.n and spec.statistics:
-        stats = composite.reduce_statistics(stack.view(), spec.statistics)
-        values = stats.reshape((-1,) + grid.shape)  # statistic by statistic, then band
-    elif stack.n:
-        percentile = 50.0 if spec.method is Method.MEDIAN else spec.percentile
-        values = composite.reduce_stack(stack.view(), spec.method.value, percentile)
-    else:
-        values = np.full((spec.value_bands,) + grid.shape, np.nan, "float32")
-    return values, count, None, contributed

@@ -246,12 +246,11 @@ def _compose(params: MosaicParams, grid: Grid, chosen: Sequence[SceneReport], st
     outcome = _Outcome()
     outcome.seam_spec = seams.plan_seams(params, grid, passes, options, progress)
     outcome.bands = tuple(params.bands)
-    grid_side = max(grid.width, grid.height)
     sized = budget.evened(budget.blocks_for(
         params.memory_mb, len(passes), len(params.bands),
         bool(params.statistics) or params.method is not Method.BEST, params.block_size,
-        running.memory_limit, feathered=params.feather_m > 0, grid_side=grid_side),
-        grid_side)
+        running.memory_limit, feathered=params.feather_m > 0,
+        grid_side=max(grid.width, grid.height)), grid.width, grid.height)
     _check_margin(params, grid, passes, sized.side)
     blocks = grid.blocks(sized.side)
     light = [Pass(p.pass_id, tuple((i, slim(s, params.bands)) for i, s in p.scenes),

@@ -435,7 +435,7 @@ def _read_pass_halo(scenes, pass_id: str, spec: SeamSpec, grid: Grid, halo: int,
 
     Without a halo (`stop_when_covered`) the first valid tile wins a pixel and, once the
     block has data, the further tiles are not read, as blocks._read_pass does; best pixel
-    (not `stop_when_covered`) reads every tile, as blocks._best does. With a halo and
+    (not `stop_when_covered`) reads every tile. With a halo and
     `stop_when_covered`, the first tile with data at a pixel decides it (mask and value)
     and the further tiles are read only while the block and its halo are not covered: a
     pixel's mask then never depends on where its block starts.

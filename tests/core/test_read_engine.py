@@ -313,33 +313,37 @@ def test_an_scl_claiming_millimetre_pixels_is_refused_not_counted(tmp_path):
 
 def test_best_pixel_reads_each_scenes_bands_once_when_a_clear_pixel_stays_invalid():
     """A pixel the SCL calls clear but whose bands are invalid in every scene (dark water
-    below the offset): the SCL of scene after scene is read for it, each scene's bands once
-    (they were read again per new SCL, N(N+1)/2 times), and the rest of the block keeps
-    the first scene's values."""
-    from clearsky.core import blocks
+    below the offset): pass after pass is read for it, each scene's bands once, and the
+    rest of the block keeps the first scene's values."""
+    from types import SimpleNamespace
+
+    from clearsky.core import seams
     from clearsky.core.blocks import CompositeSpec
     from clearsky.core.options import Method, OutputType
+    from clearsky.core.plan import Pass
 
     grid = Grid(CRS, Affine(10, 0, ORIGIN[0], 0, -10, ORIGIN[1]), 4, 4)
     band_reads = []
 
     class Reads:
-        def usable(self, index, scene, grid, target):
-            return target.copy()
+        def usable_and_covered(self, index, scene, wide, target):
+            return target.copy(), np.ones(wide.shape, bool)
 
-        def reflectance(self, index, scene, grid, usable):
+        def reflectance(self, index, scene, grid, usable, out):
             band_reads.append(index)
-            values = np.full((1, 4, 4), 0.01 * (index + 1), "float32")
             valid = usable.copy()
             valid[0, 0] = False  # never valid here
-            return values, valid
+            out[:, valid] = 0.01 * (index + 1)
+            return out, valid
 
-    passes = [[(i, object())] for i in range(30)]
-    spec = CompositeSpec(Method.BEST, 25.0, ("red",), OutputType.REFLECTANCE)
-    values, _, _, contributed = blocks._best(grid, passes, np.ones((4, 4), bool), spec,
-                                             Reads(), None)
+    passes = tuple(Pass(f"p{i}", ((i, object()),), 50.0, 0.0) for i in range(30))
+    task = SimpleNamespace(passes=passes, seams=seams.SeamSpec(), composite=CompositeSpec(
+        Method.BEST, 25.0, ("red",), OutputType.REFLECTANCE))
+    with ThreadPoolExecutor(2) as pool:
+        values, _, _, contributed, _ = seams.compose(task, grid, np.ones((4, 4), bool),
+                                                     Reads(), map, None, pool)
     assert sorted(band_reads) == list(range(30))
-    assert np.isnan(values[0, 0, 0]) and np.allclose(values[0][1:], 0.01)
+    assert np.isnan(values[0, 0, 0]) and np.allclose(values[0].ravel()[1:], 0.01)
     assert contributed == {0: 15}
 
 
@@ -422,13 +426,15 @@ def test_blocks_hold_the_budget_whatever_the_passes(passes):
 
 def test_a_grid_a_little_over_one_block_is_cut_evenly_not_into_a_block_and_a_strip():
     sized = budget.Blocks(512, 2)
-    assert budget.evened(sized, 600) == budget.Blocks(304, 2)  # 304 + 296, not 512 + 88
-    assert budget.evened(sized, 2048) == sized and budget.evened(sized, 400) == sized
-    for side in range(513, 6000, 37):
-        got, n = budget.evened(sized, side), math.ceil(side / 512)
-        assert got.side % budget.SIDE_STEP == 0 and got.in_flight == 2
-        assert math.ceil(side / got.side) == n  # as many blocks, each as wide but the last,
-        assert side - (n - 1) * got.side >= got.side - n * budget.SIDE_STEP  # within steps
+    assert budget.evened(sized, 600, 600) == budget.Blocks(304, 2)  # 304 + 296, not 512 + 88
+    assert budget.evened(sized, 2048, 1024) == sized and budget.evened(sized, 400, 90) == sized
+    assert budget.evened(sized, 600, 500) == sized  # 304 px would cut the 500 px side in two
+    rng = np.random.default_rng(5)
+    for width, height in rng.integers(16, 6000, size=(300, 2)):
+        got = budget.evened(sized, int(width), int(height))
+        assert got.side % budget.SIDE_STEP == 0 and got.side <= 512 and got.in_flight == 2
+        for n_px in (width, height):  # as many blocks along each side as 512 px blocks
+            assert math.ceil(n_px / got.side) == math.ceil(n_px / 512)
 
 
 def test_a_grid_that_fits_one_block_only_alone_is_one_block():
