@@ -36,8 +36,9 @@ def stack_bytes_per_pixel(passes: int, bands: int, stacked: bool,
                           feathered: bool = False) -> int:
     """Bytes one output pixel of a block holds while it is composited."""
     n, nb = max(1, passes), max(1, bands)
-    if not stacked:  # best pixel: the result, the band reads in flight, one SCL mask per
-        #              scene masked (about two tiles per pass) and the count's per pass
+    if not stacked:  # best pixel: the result and its weights, the band reads in flight,
+        #              and 3 bytes per pass, more than core.seams holds (the masks of this
+        #              pass and the next): long runs get smaller blocks than they need
         return 4 * nb * (1 + BEST_READS) + 3 * n + 24
     # the stack (the pass reads write into it), the masks per pass, one band's sorted
     # copy, its NaN mask and counts, the pass reads in flight (their 16-bit DNs, SCL and
