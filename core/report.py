@@ -64,6 +64,7 @@ def report_paths(output: Path, report_csv: Path | None = None) -> tuple[Path, Pa
 
 
 REPORT_SUFFIX = ".csv"
+MAX_JSON_BYTES = 64 * 1024 * 1024  # an earlier JSON report is parsed whole up to this size
 
 
 def check_report_paths(output: Path, report_csv: Optional[Path], overwrite: bool
@@ -101,12 +102,16 @@ def check_report_paths(output: Path, report_csv: Optional[Path], overwrite: bool
 
 def _is_our_report(path: Path) -> bool:
     """An earlier Clearsky scene report (its CSV header, or its JSON's shape)."""
+    is_json = path.suffix.lower() == ".json"
     try:
+        if is_json and path.stat().st_size > MAX_JSON_BYTES:
+            return False
         with open(path, encoding="utf-8") as handle:
-            head = handle.read(64 * 1024)
+            # the whole JSON (a run of a thousand scenes writes ~0.8 MB); the CSV's header
+            head = handle.read(MAX_JSON_BYTES if is_json else 64 * 1024)
     except (OSError, UnicodeDecodeError):
         return False
-    if path.suffix.lower() == ".json":
+    if is_json:
         try:
             data = json.loads(head)
         except ValueError:

@@ -62,6 +62,20 @@ def test_an_earlier_clearsky_report_is_replaced_with_the_mosaic(world, served, t
     assert json.loads(again.report_json.read_text())["scenes"]
 
 
+def test_the_long_report_of_an_earlier_run_is_replaced_too(world, served, tmp_path):
+    """A run of a thousand scenes writes a JSON report of ~0.8 MB: it is still recognised
+    as Clearsky's (it was once judged from its first 64 KB, which do not parse)."""
+    out = tmp_path / "m.tif"
+    first = build_mosaic(params(world, served, out))
+    report = json.loads(first.report_json.read_text())
+    n = len(report["scenes"])
+    report["scenes"] = report["scenes"] * (2000 // n + 1)
+    first.report_json.write_text(json.dumps(report, indent=2))
+    assert first.report_json.stat().st_size > 256 * 1024
+    again = build_mosaic(params(world, served, out, overwrite=True))
+    assert len(json.loads(again.report_json.read_text())["scenes"]) == n
+
+
 # --- no silent partial results -----------------------------------------------------------------
 
 def test_a_run_where_every_read_fails_fails_and_says_why(world, served, assets, tmp_path):
