@@ -23,6 +23,7 @@ SIDE_STEP = 16
 CHECK_BYTES_PER_PIXEL = 24  # SCL, masks, dilation, probability layers of one 20 m pixel
 MIN_CHUNK, MAX_CHUNK = 256, 2048
 BEST_READS = 4  # band reads a best-pixel block holds at once (one pass's bands)
+BEST_PER_BAND, BEST_FIXED = 36, 96  # bytes per pixel best pixel's compositing holds
 PASSES_AHEAD = 16  # pass reads a stacked block holds before they join the stack (workers)
 
 
@@ -36,10 +37,11 @@ def stack_bytes_per_pixel(passes: int, bands: int, stacked: bool,
                           feathered: bool = False) -> int:
     """Bytes one output pixel of a block holds while it is composited."""
     n, nb = max(1, passes), max(1, bands)
-    if not stacked:  # best pixel: the result and its weights, the band reads in flight,
-        #              and 3 bytes per pass, more than core.seams holds (the masks of this
-        #              pass and the next): long runs get smaller blocks than they need
-        return 4 * nb * (1 + BEST_READS) + 3 * n + 24
+    if not stacked:  # best pixel (core.seams._best): its sums, weights and temporaries,
+        # measured with tracemalloc at 107-112 (1 band) to 426-428 B (12 bands) whatever
+        # the passes (one pass and the next's masks are held at a time), and the band
+        # reads in flight
+        return BEST_PER_BAND * nb + BEST_FIXED + 4 * nb * BEST_READS
     # the stack (the pass reads write into it), the masks per pass, one band's sorted
     # copy, its NaN mask and counts, the pass reads in flight (their 16-bit DNs, SCL and
     # masks; Sentinel-2 L2A bands are 16-bit, a float32 DN file would hold 2 more bytes

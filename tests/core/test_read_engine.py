@@ -489,6 +489,54 @@ def test_a_stacked_block_composites_within_its_bytes_per_pixel(feather):
     assert peak <= allowed, (peak / (h * w), allowed / (h * w))
 
 
+@pytest.mark.parametrize("passes,bands,feather_m", [(3, 4, 0.0), (300, 4, 0.0),
+                                                    (300, 1, 100.0), (300, 12, 100.0)])
+def test_a_best_pixel_block_composites_within_its_bytes_per_pixel(passes, bands, feather_m):
+    """Best pixel holds one pass (and the next's masks) at a time: what numpy allocates
+    (tracemalloc) while `passes` passes, each clear at 2 % of the pixels, fill a 48 px
+    block stays within the budget's per-pixel figure, which does not grow with the
+    passes (a long run is not cut into smaller blocks than a short one)."""
+    import tracemalloc
+    from types import SimpleNamespace
+
+    from clearsky.core import seams
+    from clearsky.core.blocks import CompositeSpec
+    from clearsky.core.options import Method, OutputType
+    from clearsky.core.plan import Pass
+
+    h = w = 48
+    grid = Grid(CRS, Affine(10, 0, ORIGIN[0], 0, -10, ORIGIN[1]), h, w)
+    rng = np.random.default_rng(1)
+
+    class Reads:
+        def usable_and_covered(self, index, scene, wide, target):
+            return (rng.random(wide.shape) < 0.02) & target, np.ones(wide.shape, bool)
+
+        def reflectance(self, index, scene, grid, usable, out):
+            out[:, usable] = rng.random((out.shape[0], int(usable.sum())), dtype=np.float32)
+            return out, usable.copy()
+
+    task = SimpleNamespace(
+        passes=tuple(Pass(f"p{k}", ((k, object()),), 90.0, 0.0) for k in range(passes)),
+        seams=seams.SeamSpec(feather_m=feather_m, fits=()),
+        composite=CompositeSpec(Method.BEST, 25.0, tuple(f"b{i}" for i in range(bands)),
+                                OutputType.REFLECTANCE, count_band=True, source_band=True))
+    with ThreadPoolExecutor(2) as pool:
+        tracemalloc.start()
+        try:
+            values, count, *_ = seams.compose(task, grid, np.ones((h, w), bool), Reads(),
+                                              map, None, pool)
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+    assert np.isfinite(values[0]).mean() > (0.99 if passes > 100 else 0.03)
+    assert count.max() >= 1
+    allowed = budget.stack_bytes_per_pixel(passes, bands, False) * h * w
+    assert peak <= allowed, (peak / (h * w), allowed / (h * w))
+    assert budget.blocks_for(256, passes, bands, stacked=False) == \
+        budget.blocks_for(256, 1, bands, stacked=False)
+
+
 def test_pass_reads_run_at_most_the_workers_ahead_of_the_stack():
     """A stalled first pass does not let the others pile up behind it in memory."""
     import threading
