@@ -32,7 +32,7 @@ from rasterio.errors import RasterioError
 from rasterio.warp import reproject, transform
 from rasterio.windows import Window
 
-from . import operations
+from . import heap, operations
 from .errors import CancelledError, OutputError, ReadError
 from .grid import Grid
 from .redact import redact_text
@@ -311,6 +311,7 @@ def run_tiles(memory_mb: int = 1024, requests: int = 16) -> Iterator[TileCache]:
     if outer is not None:
         yield outer
         return
+    heap.share_arenas()  # before the run's threads: they share freed pages
     cache = new_tiles(memory_mb, requests)
     _local.run = cache
     try:

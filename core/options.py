@@ -363,8 +363,10 @@ OPTIONS: Tuple[Option, ...] = (
            advanced=True),
     Option("memory_mb", "MEMORY_MB", "Memory budget (MB)", INTEGER, 1024,
            "Memory for the run's pixels: the block size, the blocks in flight, the AOI cloud "
-           "check's chunks and the cache of decoded source tiles are derived from it, so a "
-           "larger AOI or more passes take longer, not more memory. A read it cannot serve "
+           "check's chunks and the cache of decoded source tiles are derived from it: a "
+           "larger AOI or more passes take more memory only until these shares are full, "
+           "then longer. The process needs more besides (Python, GDAL, the catalog; a 20 km "
+           "median with 384 MB peaked at 640-680 MB). A read it cannot serve "
            "(a dilation or shadow reach wider than a block allows, a file claiming absurd "
            "tiles) is refused with a message before anything is allocated.", 128, 1048576,
            advanced=True),
