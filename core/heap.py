@@ -1,10 +1,10 @@
 """Few malloc arenas, so freed arrays are reused instead of held per thread.
 
-glibc gives each new thread that contends for the allocator an arena of its own (up to 8
-per core), and an arena keeps the pages its thread freed for its own later use. A run's
-16 read threads, their pass and band readers and the block workers each free decoded
-tiles and windows in their own arena: after the blocks, 560 MB of the benchmark's 20 km
-median (MEMORY_MB 384) sat free in thread arenas while Python held 3 MB. With at most
+glibc gives each new thread an arena of its own (up to 8 per core), and an arena keeps
+the pages its thread freed for its own later use. A run's 16 read threads, their pass and
+band readers and the block workers each free decoded tiles and windows in their own arena:
+after the blocks, 560 MB of the benchmark's 20 km median (MEMORY_MB 384) sat free in
+thread arenas while Python held 3 MB. With at most
 `ARENAS` arenas, threads share them and reuse each other's freed pages (see the README's
 Reads section for the figures).
 
