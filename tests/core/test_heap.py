@@ -53,7 +53,8 @@ def _kept(mode: str) -> float:
 @pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="glibc's allocator only")
 def test_memory_one_thread_of_a_run_frees_serves_the_next():
     """12 threads take turns at 30 MB each: in a run they share 4 arenas, so at most 4
-    turns' worth stays mapped; without it every thread keeps its own 30 MB."""
+    turns' worth stays mapped; without it each thread keeps its own 30 MB (as many
+    arenas as glibc allows: 8 per core)."""
     with_run, without = _kept("run"), _kept("plain")
     assert with_run < 4 * 30 + 30, with_run
-    assert without > 10 * 30, without  # the same threads outside a run
+    assert without > 2 * with_run, (without, with_run)  # the same threads outside a run
