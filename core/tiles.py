@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 import threading
 from collections import OrderedDict
-from typing import Dict, Hashable, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Dict, Hashable, List, Mapping, NamedTuple, Optional, Sequence, Tuple, Union
 
 import numpy as np
 from rasterio.windows import Window
@@ -32,6 +32,26 @@ Coords = Union[Sequence[float], np.ndarray]
 # tile; GDAL would try to allocate it).
 MAX_TILE_BYTES = 64 * 1024 * 1024
 WAIT_S = 120.0  # longest wait for another thread's fetch (its own time-outs end it sooner)
+Cut = Tuple[int, int, int, int]  # (first row, first column, end row, end column) in a tile
+
+
+class Held(NamedTuple):
+    """A decoded tile, or the part of it the plan's pending blocks read: `data` starts at
+    row `top`, column `left` of the tile."""
+
+    data: np.ndarray
+    top: int = 0
+    left: int = 0
+
+    @property
+    def nbytes(self) -> int:
+        return self.data.nbytes
+
+    def covers(self, cut: Cut) -> bool:
+        y0, x0, y1, x1 = cut
+        h, w = self.data.shape
+        return (self.top <= y0 and self.left <= x0 and y1 <= self.top + h
+                and x1 <= self.left + w)
 
 
 class TileCache:
@@ -45,7 +65,7 @@ class TileCache:
         self.extent: Optional[Tuple[str, Tuple[float, float, float, float]]] = None
         self.spans: Dict[Tuple[Hashable, int], Rows] = {}
         self.requests = threading.BoundedSemaphore(max(1, int(requests)))
-        self._tiles: OrderedDict[TileKey, np.ndarray] = OrderedDict()
+        self._tiles: OrderedDict[TileKey, Held] = OrderedDict()
         self._fetching: Dict[TileKey, threading.Event] = {}
         self._bytes = 0
         self._pending = 0  # bytes of read-ahead tiles claimed and not yet stored
@@ -65,6 +85,7 @@ class TileCache:
         self._pins: Dict[TileKey, set] = {}
         self._pinned: Dict[int, set] = {}  # block -> the tiles it pins
         self.dropped = 0  # tiles let go because no pending block needs them
+        self.refetched = 0  # tiles fetched again: a read reached past the part kept
 
     # --- public -------------------------------------------------------------------------
 
@@ -90,21 +111,27 @@ class TileCache:
         cols = range(c0 // tw, (c0 + w - 1) // tw + 1)
         keys = [(key, band, r, c) for r in rows for c in cols
                 if keep is None or (r in keep and keep[r][0] <= c <= keep[r][1])]
-        got, mine, others = self._claim(keys)
+        # per tile, the part of it under the window (tile offsets, end exclusive)
+        wants = {k: (max(0, r0 - k[2] * th), max(0, c0 - k[3] * tw),
+                     min(th, r0 + h - k[2] * th), min(tw, c0 + w - k[3] * tw))
+                 for k in keys}
+        got, mine, others = self._claim(wants)
         extra = self._extend(mine, span, th * tw * dtype.itemsize) if span else []
         try:
             got.update(self._fetch(ds, band, mine + extra, (th, tw)))
         finally:
             self._release(mine + extra, len(extra) * th * tw * dtype.itemsize)
         for k in others:
-            tile = self._await(k)
+            tile = self._await(k, wants[k])
             got[k] = tile if tile is not None else self._fetch_one(ds, band, k, (th, tw))
         out = np.empty((h, w), dtype) if keep is None else np.zeros((h, w), dtype)
-        for (_, _, r, c), tile in ((k, got[k]) for k in keys):
-            y0, x0 = r * th, c * tw
-            ys, xs = max(y0, r0), max(x0, c0)
-            ye, xe = min(y0 + tile.shape[0], r0 + h), min(x0 + tile.shape[1], c0 + w)
-            out[ys - r0:ye - r0, xs - c0:xe - c0] = tile[ys - y0:ye - y0, xs - x0:xe - x0]
+        for k in keys:
+            tile = got[k]
+            ty, tx = k[2] * th + tile.top, k[3] * tw + tile.left  # where its data starts
+            ys, xs = max(ty, r0), max(tx, c0)
+            ye = min(ty + tile.data.shape[0], r0 + h)
+            xe = min(tx + tile.data.shape[1], c0 + w)
+            out[ys - r0:ye - r0, xs - c0:xe - c0] = tile.data[ys - ty:ye - ty, xs - tx:xe - tx]
         return out
 
     def opening(self, path: str) -> threading.Lock:
@@ -116,7 +143,7 @@ class TileCache:
         with self._lock:
             return {"fetched": self.fetched, "hits": self.hits, "bytes": self._bytes,
                     "peak_bytes": self.peak_bytes, "tiles": len(self._tiles),
-                    "dropped": self.dropped}
+                    "dropped": self.dropped, "refetched": self.refetched}
 
     def clear(self) -> None:
         with self._lock:
@@ -133,12 +160,12 @@ class TileCache:
             self._pins.clear()
             self._pinned.clear()
             for k in list(self._tiles):
-                need = self._need(k)
-                if need is not None and not need:
+                found = self._need_cut(k)
+                if found is not None and not found[0]:
                     self._evict(k)
                     self.dropped += 1
-                elif need:
-                    self._pin(k, need)
+                elif found is not None:
+                    self._store(k, self._tiles[k], *found)
 
     def block_done(self, block: int) -> None:
         """Block `block` of the plan is finished: the tiles only it still needed go."""
@@ -177,13 +204,19 @@ class TileCache:
 
     # --- claiming and fetching ------------------------------------------------------------
 
-    def _claim(self, keys: List[TileKey]):
-        got: Dict[TileKey, np.ndarray] = {}
+    def _claim(self, wants: Dict[TileKey, Cut]):
+        """Split the tiles of a read: held (and covering the part read), being fetched by
+        another thread, to fetch here."""
+        got: Dict[TileKey, Held] = {}
         mine: List[TileKey] = []
         others: List[TileKey] = []
         with self._lock:
-            for k in keys:
+            for k, want in wants.items():
                 tile = self._tiles.get(k)
+                if tile is not None and not tile.covers(want):
+                    self._evict(k)  # a read past the kept part: fetch it whole again
+                    self.refetched += 1
+                    tile = None
                 if tile is not None:
                     self._tiles.move_to_end(k)
                     got[k] = tile
@@ -232,21 +265,22 @@ class TileCache:
                 if event is not None:
                     event.set()
 
-    def _await(self, k: TileKey) -> Optional[np.ndarray]:
+    def _await(self, k: TileKey, want: Cut) -> Optional[Held]:
         with self._lock:
             event = self._fetching.get(k)
         if event is not None and not event.wait(WAIT_S):
             return None
         with self._lock:
             tile = self._tiles.get(k)
-            if tile is not None:
-                self.hits += 1
+            if tile is None or not tile.covers(want):
+                return None
+            self.hits += 1
             return tile
 
     def _fetch(self, ds, band: int, keys: List[TileKey], shape: Tuple[int, int]
-               ) -> Dict[TileKey, np.ndarray]:
+               ) -> Dict[TileKey, Held]:
         """Fetch `keys` in runs of adjacent tiles along rows: one read (request) per run."""
-        out: Dict[TileKey, np.ndarray] = {}
+        out: Dict[TileKey, Held] = {}
         by_row: Dict[int, List[int]] = {}
         for _, _, r, c in keys:
             by_row.setdefault(r, []).append(c)
@@ -255,18 +289,20 @@ class TileCache:
                 out.update(self._fetch_run(ds, band, keys[0][0], r, start, end, shape))
         return out
 
-    def _fetch_one(self, ds, band: int, k: TileKey, shape: Tuple[int, int]) -> np.ndarray:
+    def _fetch_one(self, ds, band: int, k: TileKey, shape: Tuple[int, int]) -> Held:
         return self._fetch_run(ds, band, k[0], k[2], k[3], k[3], shape)[k]
 
     def _fetch_run(self, ds, band: int, key: Hashable, row: int, c0: int, c1: int,
-                   shape: Tuple[int, int]) -> Dict[TileKey, np.ndarray]:
+                   shape: Tuple[int, int]) -> Dict[TileKey, Held]:
+        """One read of tiles c0..c1 of a row; each is kept (the part the plan's pending
+        blocks read) and handed whole to this read."""
         th, tw = shape
         y, x = row * th, c0 * tw
         h, w = min(th, ds.height - y), min((c1 + 1) * tw, ds.width) - x
         with self.requests:
             data = ds.read(band, window=Window(x, y, w, h))
-        tiles = {(key, band, row, c): np.ascontiguousarray(data[:, (c - c0) * tw:
-                                                              (c - c0 + 1) * tw])
+        tiles = {(key, band, row, c): Held(np.ascontiguousarray(data[:, (c - c0) * tw:
+                                                                   (c - c0 + 1) * tw]))
                  for c in range(c0, c1 + 1)}
         geo = (ds.transform, ds.crs)
         with self._lock:
@@ -274,17 +310,18 @@ class TileCache:
             self._shapes.setdefault((key, band), shape)
             self.fetched += len(tiles)
             for k, tile in tiles.items():
-                need = self._need(k) if self.plan is not None else None
-                if need is not None and not need:
+                found = self._need_cut(k) if self.plan is not None else None
+                if found is not None and not found[0]:
                     self.dropped += 1
                     continue  # served to this read only
                 if tile.nbytes > self.budget:
                     continue
                 self._evict(k)
-                self._tiles[k] = tile
-                self._bytes += tile.nbytes
-                if need:
-                    self._pin(k, need)
+                if found is None:
+                    self._tiles[k] = tile
+                    self._bytes += tile.nbytes
+                else:
+                    self._store(k, tile, *found)
             while self._bytes > self.budget and self._tiles:
                 self._evict(next(iter(self._tiles)))
             self.peak_bytes = max(self.peak_bytes, self._bytes)
@@ -293,10 +330,31 @@ class TileCache:
     # --- the plan's pins (under the lock) ---------------------------------------------------
 
     def _need(self, k: TileKey) -> Optional[frozenset]:
+        found = self._need_cut(k)
+        return None if found is None else found[0]
+
+    def _need_cut(self, k: TileKey) -> Optional[Tuple[frozenset, Optional[Cut]]]:
         geo, shape = self._geo.get(k[0]), self._shapes.get((k[0], k[1]))
         if self.plan is None or geo is None or shape is None:
             return None
-        return self.plan.blocks_needing(k[0], geo, k[2], k[3], shape)
+        return self.plan.need(k[0], geo, k[2], k[3], shape)
+
+    def _store(self, k: TileKey, tile: Held, blocks: frozenset, cut: Optional[Cut]) -> None:
+        """Hold `tile` for `blocks` (pinned), cut to the part they read: the rest of a
+        tile on the AOI's edge would sit in memory unread."""
+        old = self._tiles.pop(k, None)
+        if old is not None:
+            self._bytes -= old.nbytes
+        if cut is not None:
+            y0, x0 = max(cut[0], tile.top), max(cut[1], tile.left)
+            y1 = min(cut[2], tile.top + tile.data.shape[0])
+            x1 = min(cut[3], tile.left + tile.data.shape[1])
+            if (y1 - y0) * (x1 - x0) < tile.data.size and y1 > y0 and x1 > x0:
+                part = tile.data[y0 - tile.top:y1 - tile.top, x0 - tile.left:x1 - tile.left]
+                tile = Held(part.copy(), y0, x0)
+        self._tiles[k] = tile
+        self._bytes += tile.nbytes
+        self._pin(k, blocks)
 
     def _pin(self, k: TileKey, blocks: frozenset) -> None:
         self._pins[k] = set(blocks)

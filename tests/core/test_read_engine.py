@@ -623,6 +623,36 @@ def test_a_tile_stays_while_a_block_still_to_compute_reads_it_and_goes_after(tmp
     assert plan.blocks_needing((str(path), 0), coarse, 3, 3, (256, 256)) == frozenset()
 
 
+def test_a_tile_is_held_cut_to_what_the_pending_blocks_read(tmp_path):
+    """A 300 px grid over the corner of a file of 256 px tiles: of the three tiles its edge
+    crosses only the strip under the grid is held (with the plan's margins), the reads
+    get the file's pixels, and a read past the strip fetches that tile again whole."""
+    from rasterio.windows import Window
+
+    from clearsky.core import readplan
+    from clearsky.core.readplan import ReadPlan
+
+    data = np.random.default_rng(4).integers(1, 1000, (1024, 1024)).astype("uint16")
+    path = write_tiff(tmp_path / "b.tif", data, 10.0, tile=256)
+    grid = Grid(CRS, Affine(10, 0, ORIGIN[0], 0, -10, ORIGIN[1]), 300, 300)
+    key = (str(path), None)
+    tiles = TileCache(64 * 2**20, 4)
+    tiles.use_plan(ReadPlan(grid, 300, 0, [frozenset({0})], {0: frozenset({str(path)})}))
+    with rasterio.open(path) as ds:
+        np.testing.assert_array_equal(tiles.read(ds, key, 1, Window(0, 0, 300, 300)),
+                                      data[:300, :300])
+        edge = 300 + readplan.SOURCE_MARGIN + readplan.CUT_MARGIN  # rows, columns kept
+        assert tiles.stats()["bytes"] == edge * edge * 2 < 0.6 * 4 * 256 * 256 * 2
+        np.testing.assert_array_equal(tiles.read(ds, key, 1, Window(20, 250, 280, 50)),
+                                      data[250:300, 20:300])
+        assert tiles.stats()["fetched"] == 4 and tiles.stats()["refetched"] == 0
+        np.testing.assert_array_equal(tiles.read(ds, key, 1, Window(250, 250, 100, 100)),
+                                      data[250:350, 250:350])
+        # tile (1, 1) was held 55 x 55: fetched again; tiles (0, 1) and (1, 0) cover
+        # only up to the cut too, so they come again as well
+        assert tiles.stats()["refetched"] == 3 and tiles.stats()["fetched"] == 7
+
+
 # --- against the served archive -------------------------------------------------------------
 
 def test_a_run_fetches_no_byte_twice(world, served, assets, tmp_path, monkeypatch):
@@ -655,6 +685,7 @@ def test_a_run_fetches_no_byte_twice(world, served, assets, tmp_path, monkeypatc
     assert twice == {}
     (stats,) = ended
     assert stats["tiles"] == 0 and stats["dropped"] >= 0.9 * stats["fetched"], stats
+    assert stats["refetched"] == 0, stats  # no read reached past the part of a tile kept
 
 
 def test_threads_reading_one_file_in_turn_open_it_once(served, assets):
