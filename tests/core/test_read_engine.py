@@ -655,11 +655,14 @@ def test_a_tile_is_held_cut_to_what_the_pending_blocks_read(tmp_path):
 
 # --- against the served archive -------------------------------------------------------------
 
-def test_a_run_fetches_no_byte_twice(world, served, assets, tmp_path, monkeypatch):
-    """The AOI check and the blocks of a median over the whole region (many 128 px blocks
-    sharing source tiles and SCL): the server log's ranges do not overlap per file, and
-    the header is fetched without a HEAD request per file. The read plan dropped tiles as
-    their last block was done, yet none too early: nothing was fetched again."""
+@pytest.mark.parametrize("method", ["median", "best"])
+def test_a_run_fetches_no_byte_twice(world, served, assets, tmp_path, monkeypatch, method):
+    """The AOI check and the blocks of a composite over the whole region (many 128 px
+    blocks sharing source tiles and SCL; best pixel with its default normalisation and
+    feathering halo): the server log's ranges do not overlap per file, and the header is
+    fetched without a HEAD request per file. The read plan dropped tiles as their last
+    block was done, yet none too early, and no read reached past the part of a tile kept:
+    nothing was fetched again."""
     ended = []
     end = TileCache.end
     monkeypatch.setattr(TileCache, "end", lambda self: (ended.append(self.stats()),
@@ -668,7 +671,7 @@ def test_a_run_fetches_no_byte_twice(world, served, assets, tmp_path, monkeypatc
     build_mosaic(MosaicParams(
         aoi=Aoi(world.region.buffer(-0.01), "EPSG:4326"), start=date(2024, 6, 1),
         end=date(2024, 6, 30), catalog_url=served.stac_url, output=tmp_path / "m.tif",
-        max_aoi_cloud=100.0, block_size=128, method="median"))
+        max_aoi_cloud=100.0, block_size=128, method=method))
     by_file: dict = {}
     for r in assets.requests():
         if r["path"].endswith(".tif") and r.get("range"):
