@@ -101,6 +101,8 @@ class ReadPlan:
         if not hit.any():
             return frozenset(), None
         r = rects[hit]
+        if not np.isfinite(r).all():  # a corner the transformation could not take
+            return frozenset(int(b) for b in blocks[hit]), (0, 0, th, tw)
         m = CUT_MARGIN
         cut = (max(0, math.floor(r[:, 1].min()) - m - y0),
                max(0, math.floor(r[:, 0].min()) - m - x0),

@@ -86,6 +86,7 @@ class TileCache:
         self._pinned: Dict[int, set] = {}  # block -> the tiles it pins
         self.dropped = 0  # tiles let go because no pending block needs them
         self.refetched = 0  # tiles fetched again: a read reached past the part kept
+        self._uncut: set = set()  # tiles a read reached past the cut of: kept whole since
 
     # --- public -------------------------------------------------------------------------
 
@@ -151,6 +152,7 @@ class TileCache:
             self._bytes = 0
             self._pins.clear()
             self._pinned.clear()
+            self._uncut.clear()
 
     def use_plan(self, plan) -> None:
         """Keep tiles by `plan` from now on: the tiles already held (the AOI check's SCL,
@@ -214,7 +216,8 @@ class TileCache:
             for k, want in wants.items():
                 tile = self._tiles.get(k)
                 if tile is not None and not tile.covers(want):
-                    self._evict(k)  # a read past the kept part: fetch it whole again
+                    self._evict(k)  # a read past the kept part: fetch it again, keep it whole
+                    self._uncut.add(k)
                     self.refetched += 1
                     tile = None
                 if tile is not None:
@@ -272,9 +275,12 @@ class TileCache:
             return None
         with self._lock:
             tile = self._tiles.get(k)
-            if tile is None or not tile.covers(want):
+            if tile is not None and not tile.covers(want):  # the caller fetches it again
+                self._uncut.add(k)
+                self.refetched += 1
                 return None
-            self.hits += 1
+            if tile is not None:
+                self.hits += 1
             return tile
 
     def _fetch(self, ds, band: int, keys: List[TileKey], shape: Tuple[int, int]
@@ -341,15 +347,21 @@ class TileCache:
 
     def _store(self, k: TileKey, tile: Held, blocks: frozenset, cut: Optional[Cut]) -> None:
         """Hold `tile` for `blocks` (pinned), cut to the part they read: the rest of a
-        tile on the AOI's edge would sit in memory unread."""
+        tile on the AOI's edge would sit in memory unread. A tile a read once reached
+        past the cut of stays whole (else every such read would fetch it again)."""
         old = self._tiles.pop(k, None)
         if old is not None:
             self._bytes -= old.nbytes
-        if cut is not None:
+        if cut is not None and k not in self._uncut:
             y0, x0 = max(cut[0], tile.top), max(cut[1], tile.left)
             y1 = min(cut[2], tile.top + tile.data.shape[0])
             x1 = min(cut[3], tile.left + tile.data.shape[1])
-            if (y1 - y0) * (x1 - x0) < tile.data.size and y1 > y0 and x1 > x0:
+            if y1 <= y0 or x1 <= x0:  # a part held before the plan, none of it read now
+                self.dropped += 1
+                for b in self._pins.pop(k, ()):
+                    self._pinned.get(b, set()).discard(k)
+                return
+            if (y1 - y0) * (x1 - x0) < tile.data.size:
                 part = tile.data[y0 - tile.top:y1 - tile.top, x0 - tile.left:x1 - tile.left]
                 tile = Held(part.copy(), y0, x0)
         self._tiles[k] = tile

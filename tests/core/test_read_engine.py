@@ -651,6 +651,10 @@ def test_a_tile_is_held_cut_to_what_the_pending_blocks_read(tmp_path):
         # tile (1, 1) was held 55 x 55: fetched again; tiles (0, 1) and (1, 0) cover
         # only up to the cut too, so they come again as well
         assert tiles.stats()["refetched"] == 3 and tiles.stats()["fetched"] == 7
+        # and are kept whole from then on: the same read again fetches nothing
+        np.testing.assert_array_equal(tiles.read(ds, key, 1, Window(250, 250, 100, 100)),
+                                      data[250:350, 250:350])
+        assert tiles.stats()["refetched"] == 3 and tiles.stats()["fetched"] == 7
 
 
 # --- against the served archive -------------------------------------------------------------
