@@ -5,8 +5,9 @@ will read it, and drops it when the last such block is done; of a tile it keeps 
 part those blocks read (a tile on the AOI's edge, an SCL tile twice a band tile's ground
 size: a 6 km warped run held 96 MB of tiles, of which its blocks read 34); a tile no
 pending block needs (the SCL of a scene the AOI check rejected, a tile beside the AOI) is
-not kept at all. Overview levels are not told apart (the ML mask reads coarser levels than the
-output's): a coarse tile the normalisation read stays while a block under it is pending.
+not kept at all. Overview levels are not told apart (the ML mask reads coarser levels
+than the output's): a coarse tile the normalisation read stays while a block under it is
+pending.
 Memory then follows the blocks in flight and the tiles read ahead for the next ones, not
 the size of the AOI, and no tile is dropped while a block will still ask for it (its
 range would be fetched again).
@@ -28,12 +29,12 @@ from rasterio.warp import transform
 
 from . import io
 from .grid import Grid
+from .tiles import Cut
 
 SOURCE_MARGIN = 3  # source pixels around a block's rectangle (warp kernels, rounding)
 # Extra source pixels kept around the part of a tile the pending blocks read: a read that
 # still reaches past the kept part fetches the tile again, so the cut errs on the wide side.
 CUT_MARGIN = 8
-Cut = Tuple[int, int, int, int]  # (first row, first column, end row, end column) in a tile
 
 
 class ReadPlan:

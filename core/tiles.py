@@ -348,7 +348,8 @@ class TileCache:
     def _store(self, k: TileKey, tile: Held, blocks: frozenset, cut: Optional[Cut]) -> None:
         """Hold `tile` for `blocks` (pinned), cut to the part they read: the rest of a
         tile on the AOI's edge would sit in memory unread. A tile a read once reached
-        past the cut of stays whole (else every such read would fetch it again)."""
+        past the cut of stays whole (else every such read would fetch it again). Its
+        earlier pins are gone already (evicted, or cleared by `use_plan`)."""
         old = self._tiles.pop(k, None)
         if old is not None:
             self._bytes -= old.nbytes
@@ -358,8 +359,6 @@ class TileCache:
             x1 = min(cut[3], tile.left + tile.data.shape[1])
             if y1 <= y0 or x1 <= x0:  # a part held before the plan, none of it read now
                 self.dropped += 1
-                for b in self._pins.pop(k, ()):
-                    self._pinned.get(b, set()).discard(k)
                 return
             if (y1 - y0) * (x1 - x0) < tile.data.size:
                 part = tile.data[y0 - tile.top:y1 - tile.top, x0 - tile.left:x1 - tile.left]
