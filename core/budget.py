@@ -24,6 +24,8 @@ CHECK_BYTES_PER_PIXEL = 24  # SCL, masks, dilation, probability layers of one 20
 MIN_CHUNK, MAX_CHUNK = 256, 2048
 BEST_READS = 4  # band reads a best-pixel block holds at once (one pass's bands)
 BEST_PER_BAND, BEST_FIXED = 36, 96  # bytes per pixel best pixel's compositing holds
+BEST_FEATHER = 24  # and its feathering's weights over the halo (a 48 px block: 136-151 B
+# per pixel at 1 band with 100 m, where 148 was allowed without this term)
 PASSES_AHEAD = 16  # pass reads a stacked block holds before they join the stack (workers)
 
 
@@ -41,7 +43,8 @@ def stack_bytes_per_pixel(passes: int, bands: int, stacked: bool,
         # measured with tracemalloc at 107-112 (1 band) to 426-428 B (12 bands) whatever
         # the passes (one pass and the next's masks are held at a time), and the band
         # reads in flight
-        return BEST_PER_BAND * nb + BEST_FIXED + 4 * nb * BEST_READS
+        return (BEST_PER_BAND * nb + BEST_FIXED + 4 * nb * BEST_READS
+                + (BEST_FEATHER if feathered else 0))
     # the stack (the pass reads write into it), the masks per pass, one band's sorted
     # copy, its NaN mask and counts, the pass reads in flight (their 16-bit DNs, SCL and
     # masks; Sentinel-2 L2A bands are 16-bit, a float32 DN file would hold 2 more bytes
