@@ -657,6 +657,89 @@ def test_a_tile_is_held_cut_to_what_the_pending_blocks_read(tmp_path):
         assert tiles.stats()["refetched"] == 3 and tiles.stats()["fetched"] == 7
 
 
+def _held_state_is_the_files(tiles: TileCache, data: np.ndarray) -> None:
+    """Every held part equals the file where it says it starts, the bytes add up, and
+    every pinned tile is held."""
+    with tiles._lock:
+        assert tiles._bytes == sum(t.nbytes for t in tiles._tiles.values())
+        for (key, band, r, c), held in tiles._tiles.items():
+            th, tw = tiles._shapes[(key, band)]
+            y, x = r * th + held.top, c * tw + held.left
+            h, w = held.data.shape
+            assert h > 0 and w > 0 and y + h <= min((r + 1) * th, data.shape[0])
+            assert x + w <= min((c + 1) * tw, data.shape[1])
+            np.testing.assert_array_equal(held.data, data[y:y + h, x:x + w])
+        assert set(tiles._pins) <= set(tiles._tiles)
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_random_reads_through_cut_tiles_give_the_files_pixels(tmp_path, seed):
+    """Random rasters (edge tiles of every size), tile sizes, grids, blocks, budgets and
+    plans set before or after tiles are held; random windows, row read-ahead, finished
+    blocks and plans replaced in between, then four threads reading at once: every read
+    is the file's pixels and what the cache holds stays consistent."""
+    import random
+
+    from rasterio.windows import Window
+
+    from clearsky.core.readplan import ReadPlan
+
+    rng = random.Random(seed)
+    height, width, tile = rng.randint(40, 400), rng.randint(40, 400), rng.choice([16, 32, 64])
+    data = np.random.default_rng(seed).integers(1, 60000, (height, width)).astype("uint16")
+    path = write_tiff(tmp_path / "r.tif", data, 10.0, tile=tile)
+    res = 10.0 * rng.choice([0.5, 1, 1.3, 2, 3.7])
+    x0 = ORIGIN[0] + rng.uniform(-50, 6 * width)
+    y0 = ORIGIN[1] - rng.uniform(-50, 6 * height)
+    grid = Grid(CRS, Affine(res, 0, x0, 0, -res, y0), rng.randint(5, 200), rng.randint(5, 200))
+    side = rng.randint(8, 64)
+    n = math.ceil(grid.height / side) * math.ceil(grid.width / side)
+    scenes = [frozenset({0}) if rng.random() < 0.7 else frozenset() for _ in range(n)]
+
+    def plan():
+        return ReadPlan(grid, side, rng.randint(0, 10), scenes, {0: frozenset({str(path)})})
+
+    tiles = TileCache(rng.choice([10**9, 20_000, 100_000]), 4)
+    key = (str(path), None)
+    if rng.random() < 0.5:
+        tiles.use_plan(plan())
+
+    def window(limit: int = 10**6) -> Window:
+        r, c = rng.randrange(height), rng.randrange(width)
+        return Window(c, r, rng.randint(1, min(limit, width - c)),
+                      rng.randint(1, min(limit, height - r)))
+
+    with rasterio.open(path) as ds:
+        for _ in range(60):
+            p = rng.random()
+            if p < 0.08:
+                tiles.block_done(rng.randrange(n))
+            elif p < 0.12:
+                tiles.drop_plan() if rng.random() < 0.5 else tiles.use_plan(plan())
+            else:
+                win = window()
+                span = ({r: (0, (width - 1) // tile) for r in range((height - 1) // tile + 1)}
+                        if rng.random() < 0.3 else None)
+                np.testing.assert_array_equal(
+                    tiles.read(ds, key, 1, win, span=span),
+                    data[win.row_off:win.row_off + win.height,
+                         win.col_off:win.col_off + win.width])
+            _held_state_is_the_files(tiles, data)
+    windows = [[window(80) for _ in range(30)] for _ in range(4)]
+
+    def reader(wins):
+        with rasterio.open(path) as ds:
+            for win in wins:
+                np.testing.assert_array_equal(
+                    tiles.read(ds, key, 1, win),
+                    data[win.row_off:win.row_off + win.height,
+                         win.col_off:win.col_off + win.width])
+
+    with ThreadPoolExecutor(4) as pool:
+        list(pool.map(reader, windows))
+    _held_state_is_the_files(tiles, data)
+
+
 # --- against the served archive -------------------------------------------------------------
 
 @pytest.mark.parametrize("method", ["median", "best"])
