@@ -476,11 +476,10 @@ def _source(tiles: TileCache, path: str, kwargs: Dict[str, object], key: tuple):
     source = tiles.handles.get(key)
     if source is not None:
         return source
-    with tiles.opening(path):
+    with tiles.requests, tiles.opening(path):  # in this order: see TileCache.opening
         source = tiles.handles.get(key)
         if source is None:
-            with tiles.requests:
-                ds = rasterio.open(path, **kwargs)
+            ds = rasterio.open(path, **kwargs)
             source = tiles.handles.add(key, ds, _reopener(tiles, path, kwargs))
     return source
 
@@ -511,7 +510,7 @@ def _request_open(path: str, kwargs: Dict[str, object]):
     tiles: Optional[TileCache] = getattr(_local, "tiles", None)
     if tiles is None or not path.startswith("/vsi"):
         return rasterio.open(path, **kwargs)
-    with tiles.opening(path), tiles.requests:
+    with tiles.requests, tiles.opening(path):  # in this order: see TileCache.opening
         return rasterio.open(path, **kwargs)
 
 

@@ -136,7 +136,10 @@ class TileCache:
         return out
 
     def opening(self, path: str) -> threading.Lock:
-        """The lock one file's opens take in turn (one per file of the run)."""
+        """The lock one file's opens take in turn (one per file of the run). Take a request
+        slot first, then this lock: a fetch that must open another handle of its file holds
+        its slot already, so an open holding this lock while it waited for a slot could
+        wait for that fetch forever, and the fetch for it."""
         with self._lock:
             return self._opening.setdefault(path, threading.Lock())
 

@@ -7,6 +7,8 @@ import math
 import subprocess
 import sys
 import textwrap
+import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import date
 from pathlib import Path
@@ -14,9 +16,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import rasterio
+import rasterio.shutil
 from affine import Affine
 from rasterio.enums import Resampling
 from rasterio.warp import reproject
+from rasterio.windows import Window
 
 from clearsky.core import budget, io
 from clearsky.core import tiles as tiles_mod
@@ -832,6 +836,56 @@ def test_threads_opening_one_file_at_once_send_one_head(served, assets):
                                                                 .as_posix())]
     assert [r["method"] for r in mine].count("HEAD") == 1, mine
     assert sum(1 for r in mine if r.get("range") == "bytes=0-16383") == 1, mine
+
+
+def test_a_fetch_reopening_its_file_while_another_thread_opens_it_finishes(tmp_path):
+    """One request slot. A fetch holds it and must open another handle of its file (every
+    handle busy) while another thread opens the same file at an overview level: both
+    finish. The opener used to take the file's lock, then wait for the slot the fetch held
+    while the fetch waited for that lock: a block hung for good."""
+    path = "/vsimem/clearsky-lock-order.tif"
+    with rasterio.open(path, "w", driver="GTiff", width=256, height=256, count=1,
+                       dtype="uint16", crs=CRS, tiled=True, blockxsize=64, blockysize=64,
+                       transform=Affine(10.0, 0, ORIGIN[0], 0, -10.0, ORIGIN[1])) as ds:
+        ds.write(np.arange(256 * 256, dtype="uint16").reshape(256, 256), 1)
+        ds.build_overviews([2], Resampling.nearest)
+    tiles = TileCache(2**20, requests=1)
+    reopen = io._reopener(tiles, path, {"driver": "GTiff"})
+    has_slot, go = threading.Event(), threading.Event()
+    reopened, opened = [], []
+
+    def fetch():
+        with tiles.requests:
+            has_slot.set()
+            go.wait(10)
+            with reopen() as ds:
+                reopened.append(ds.read(1, window=Window(0, 0, 4, 4)))
+
+    def open_overview():
+        key = (path, 0)
+        opened.append(io._source(tiles, path, {"driver": "GTiff", "overview_level": 0}, key))
+
+    first = threading.Thread(target=fetch, daemon=True)
+    second = threading.Thread(target=open_overview, daemon=True)
+    try:
+        first.start()
+        assert has_slot.wait(10)
+        second.start()
+        lock = tiles.opening(path)
+        for _ in range(100):  # until the opener holds the file's lock, if it takes it now
+            if lock.locked():
+                break
+            time.sleep(0.01)
+        go.set()
+        first.join(10)
+        second.join(10)
+        assert not first.is_alive() and not second.is_alive(), "the two reads wait forever"
+        assert reopened[0].tolist()[0] == [0, 1, 2, 3]
+        assert (opened[0].width, opened[0].height) == (128, 128)
+    finally:
+        go.set()
+        tiles.end()
+        rasterio.shutil.delete(path)
 
 
 AOI_CHECK_RSS = textwrap.dedent("""
