@@ -9,10 +9,14 @@ setup:
 	@bash scripts/setup.sh
 
 # Lint and a type check of the engine first: both must be clean before the suite runs.
+# The suite runs in TEST_JOBS processes, each test file whole in one of them (its module
+# fixtures, a Dask cluster say, are made once): much of it waits on stalled servers and
+# time-outs, which the other process fills.
+TEST_JOBS ?= 2
 test: setup
 	$(VENV)/bin/ruff check .
 	$(MAKE) --no-print-directory types
-	$(PY) -m pytest
+	$(PY) -m pytest -n $(TEST_JOBS) --dist loadfile
 
 demo: setup
 	$(PY) scripts/demo.py
