@@ -172,6 +172,7 @@ class ReadPools:
 
 _SHARED: Dict[str, ReadPools] = {}  # run id -> its pools in this process
 _SHARED_LOCK = threading.Lock()
+_orchestrator = False  # this process runs mosaics (QGIS, qgis_process): it keeps no pools
 
 
 @contextlib.contextmanager
@@ -179,9 +180,11 @@ def shared_pools(run_id: str, workers: int, options: Dict[str, object]) -> Itera
     """Read pools that the tasks of one run (`BlockTask.run_id`) share in this process, so
     their open datasets serve every block; tasks run elsewhere (another process, or another
     run) make their own."""
+    global _orchestrator
     pools = ReadPools(workers, options)
     with _SHARED_LOCK:
         _SHARED[run_id] = pools
+        _orchestrator = True
     ok = False
     try:
         yield pools
@@ -192,12 +195,77 @@ def shared_pools(run_id: str, workers: int, options: Dict[str, object]) -> Itera
         pools.shutdown(wait=ok)  # after a cancel or an error, stalled reads are not waited for
 
 
+# A run's pools in a process that orchestrates no run (a Dask worker): kept between the
+# run's tasks there, so its files are opened once per worker and a tile fetched for one
+# block serves the next, then closed once no task of the run has come for KEPT_IDLE_S. A
+# process that orchestrates keeps none: a dataset still open when QGIS shuts GDAL down
+# crashes it, and its tasks find their run's pools in _SHARED anyway.
+KEPT_IDLE_S = 30.0
+
+
+@dataclass
+class _Kept:
+    pools: ReadPools
+    users: int = 0
+    timer: Optional[threading.Timer] = None
+
+    def close(self) -> None:
+        self.pools.shutdown()
+        self.pools.tiles.end()
+
+
+_KEPT: Dict[str, _Kept] = {}  # run id -> its kept pools, least recently used first
+
+
+@contextlib.contextmanager
+def _kept_pools(task: BlockTask) -> Iterator[ReadPools]:
+    run_id = task.run_id
+    with _SHARED_LOCK:
+        kept = _KEPT.pop(run_id, None)
+        if kept is None:
+            tiles = io.new_tiles(task.memory_mb, task.read_workers)
+            kept = _Kept(ReadPools(task.read_workers, task.gdal, tiles))
+        _KEPT[run_id] = kept  # now the most recently used
+        kept.users += 1
+        if kept.timer is not None:
+            kept.timer.cancel()
+            kept.timer = None
+        # another run's idle pools go now, not after KEPT_IDLE_S: two runs' tiles at once
+        # would take twice the worker's share of MEMORY_MB
+        stale = [_KEPT.pop(k) for k, v in list(_KEPT.items()) if v.users == 0]
+    for old in stale:
+        if old.timer is not None:
+            old.timer.cancel()
+        old.close()
+    try:
+        yield kept.pools
+    finally:
+        with _SHARED_LOCK:
+            kept.users -= 1
+            if kept.users == 0 and _KEPT.get(run_id) is kept:
+                kept.timer = threading.Timer(KEPT_IDLE_S, _close_idle, (run_id, kept))
+                kept.timer.daemon = True
+                kept.timer.start()
+
+
+def _close_idle(run_id: str, kept: _Kept) -> None:
+    with _SHARED_LOCK:
+        if kept.users or _KEPT.get(run_id) is not kept:
+            return
+        del _KEPT[run_id]
+    kept.close()
+
+
 @contextlib.contextmanager
 def _pools_for(task: BlockTask) -> Iterator[ReadPools]:
     with _SHARED_LOCK:
         pools = _SHARED.get(task.run_id) if task.run_id else None
     if pools is not None:
         yield pools
+        return
+    if task.run_id and not _orchestrator:  # a worker of a run orchestrated elsewhere
+        with _kept_pools(task) as pools:
+            yield pools
         return
     tiles = io.new_tiles(task.memory_mb, task.read_workers)
     own = ReadPools(task.read_workers, task.gdal, tiles)

@@ -18,8 +18,9 @@ import sys
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, Iterator, Optional
+from typing import Callable, Dict, Iterator, Optional
 
+from . import stalls
 from .errors import ClearskyError, InvalidParameterError
 
 DASK_PINS = "dask==2026.8.0 distributed==2026.8.0"
@@ -90,6 +91,7 @@ class Running:
     executor: Optional[Executor]
     in_flight: int  # blocks submitted at once
     memory_limit: Optional[int] = None  # bytes per worker, when the cluster says
+    where: Optional[Callable[[], str]] = None  # where a stalled block waits (None: here)
 
 
 @contextlib.contextmanager
@@ -125,7 +127,8 @@ def open_executor(text: Optional[str], *, gui: bool = False) -> Iterator[Running
         threads = sum(int(w.get("nthreads", 1)) for w in workers.values()) or 1
         limits = [int(w["memory_limit"]) for w in workers.values() if w.get("memory_limit")]
         yield Running(client.get_executor(pure=False), in_flight=2 * threads,
-                      memory_limit=min(limits) if limits else None)
+                      memory_limit=min(limits) if limits else None,
+                      where=stalls.dask_report(client))
 
 
 def python_executable() -> str:

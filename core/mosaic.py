@@ -8,6 +8,7 @@ writer of the output. Memory is bounded by the blocks in flight, never by the AO
 from __future__ import annotations
 
 import contextlib
+import time
 import uuid
 from collections import deque
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
@@ -15,6 +16,7 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import replace
 from pathlib import Path
 from typing import (
+    Callable,
     Deque,
     Dict,
     FrozenSet,
@@ -30,7 +32,7 @@ import numpy as np
 from shapely.geometry import Polygon, box
 from shapely.geometry.base import BaseGeometry
 
-from . import budget, io, output, seams, stacitem
+from . import budget, io, output, seams, stacitem, stalls
 from .blocks import (
     BlockResult,
     BlockTask,
@@ -521,7 +523,7 @@ def _run(running: Running, tasks: Iterable[BlockTask], options: Dict[str, object
                 continue
             assert future is not None
             try:
-                result = _wait(future, progress)
+                result = _wait(future, progress, block_id(task.block), running.where)
             except Exception as exc:
                 if not _out_of_memory(exc):
                     raise
@@ -544,13 +546,21 @@ def _run(running: Running, tasks: Iterable[BlockTask], options: Dict[str, object
             pool.shutdown(wait=finished, cancel_futures=True)
 
 
-def _wait(future: Future, progress: Progress) -> BlockResult:
-    """The future's result, checking for cancel twice a second meanwhile."""
+def _wait(future: Future, progress: Progress, block: str,
+          where: Optional[Callable[[], str]] = None) -> BlockResult:
+    """The future's result, checking for cancel twice a second meanwhile; once the block
+    has been waited for `stalls.STALL_REPORT_S`, says where its reads wait."""
+    started = time.monotonic()
+    reported = False
     while True:
         try:
             return future.result(timeout=0.5)
         except FutureTimeout:
             check_cancelled(progress)
+            waited = time.monotonic() - started
+            if not reported and waited >= stalls.STALL_REPORT_S:
+                reported = True
+                progress.info(stalls.stall_message(block, waited, where))
 
 
 def _out_of_memory(exc: BaseException) -> bool:

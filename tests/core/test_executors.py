@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from shapely import affinity
 
-from clearsky.core import executors
+from clearsky.core import executors, stalls
 from clearsky.core.api import Aoi, build_mosaic
 from clearsky.core.errors import CancelledError, ClearskyError, InvalidParameterError
 from clearsky.core.ledger import LEDGER, parts_folder
@@ -100,13 +100,90 @@ def test_a_dask_cluster_gives_the_same_bytes_as_threads(world, served, tmp_path,
     _, client = cluster
     address = client.scheduler.address
     threads = build_mosaic(small(world, served, tmp_path / "t.tif", method=method))
+    # a block stalled past stalls.STALL_REPORT_S prints where the workers wait: once, this
+    # test hung on CI with only the waiting parent's stack in the log
     dask = build_mosaic(small(world, served, tmp_path / "d.tif", method=method,
-                              executor=address))
+                              executor=address), CallbackProgress(on_info=print))
     a, names = pixels(threads.output)
     b, names_b = pixels(dask.output)
     assert names == names_b and (a[0] > 0).mean() > 0.5
     assert np.array_equal(a, b)
     assert [r.row() for r in threads.reports] == [r.row() for r in dask.reports]
+
+
+@pytest.mark.parametrize("on_dask", [False, True], ids=["threads", "dask"])
+def test_a_stalled_block_says_where_its_reads_wait_and_the_run_finishes(
+        world, served, assets, tmp_path, cluster, monkeypatch, on_dask):
+    """The first red band request is held 3 s, then dropped (the read is tried again); the
+    block is reported once as stalled after 1 s, naming the engine threads still reading
+    (on Dask, per worker), and the mosaic still finishes whole."""
+    _, client = cluster
+    monkeypatch.setattr(stalls, "STALL_REPORT_S", 1.0)
+    assets.configure(faults=[{"path": "*/red.tif", "kind": "timeout", "count": 1,
+                              "hold_s": 3}])
+    said = []
+    over = {"executor": client.scheduler.address} if on_dask else {}
+    if on_dask:  # the workers' /vsicurl/ caches hold earlier tests' ranges
+        client.run(lambda: __import__("osgeo.gdal").gdal.VSICurlClearCache())
+    result = build_mosaic(small(world, served, tmp_path / "s.tif", block_size=256, **over),
+                          CallbackProgress(on_info=said.append))
+    assert any(e.get("fault") == "timeout" for e in assets.requests())
+    stalled = [m for m in said if "has not finished after" in m]
+    assert len(stalled) == 1, said
+    message = stalled[0]
+    print(message)
+    assert message.startswith("Block ") and "Where it waits: " in message
+    where = message.split("Where it waits: ", 1)[1]
+    assert "clearsky-" in where and ".py:" in where, where  # a read thread, at its frames
+    if on_dask:
+        assert "tcp://127.0.0.1:" in where, where
+    assert result.failed_blocks == () and (pixels(result.output)[0][0] > 0).mean() > 0.5
+
+
+def _kept_runs():
+    """A function for `client.run`: on a worker, the runs whose read pools it keeps, with
+    their tile cache figures (a lambda, which Dask sends by value: this module is not
+    importable on the workers)."""
+    return lambda: {run: dict(kept.pools.tiles.stats(), users=kept.users)
+                    for run, kept in __import__("clearsky.core.blocks").core.blocks._KEPT.items()}
+
+
+def _close_kept_runs():
+    return lambda: [__import__("clearsky.core.blocks").core.blocks._close_idle(run, kept)
+                    for run, kept in list(__import__("clearsky.core.blocks").core.blocks
+                                          ._KEPT.items())]
+
+
+def _set_kept_idle(seconds):
+    return lambda: setattr(__import__("clearsky.core.blocks").core.blocks, "KEPT_IDLE_S", seconds)
+
+
+def test_a_worker_keeps_a_runs_tiles_for_its_next_blocks_then_lets_them_go(
+        world, served, tmp_path, cluster):
+    """Blocks of one run on one worker share its opened files and decoded tiles (a tile
+    fetched for one 64 px block serves the next ones), and once no block of the run has
+    come for KEPT_IDLE_S (1 s here) the worker closes them."""
+    _, client = cluster
+    client.run(_close_kept_runs())  # earlier tests' runs, idle for less than 30 s
+    assert not any(client.run(_kept_runs()).values())
+    client.run(_set_kept_idle(1.0))
+    try:
+        result = build_mosaic(small(world, served, tmp_path / "k.tif",
+                                    executor=client.scheduler.address))
+        kept = client.run(_kept_runs())
+    finally:
+        client.run(_set_kept_idle(30.0))
+    assert result.failed_blocks == () and (pixels(result.output)[0][0] > 0).mean() > 0.5
+    busy = [runs for runs in kept.values() if runs]
+    assert busy and all(len(runs) == 1 for runs in busy), kept
+    for runs in busy:
+        (figures,) = runs.values()
+        assert figures["users"] == 0, figures
+        assert figures["hits"] > figures["fetched"] > 0, figures  # tiles served again
+    deadline = time.monotonic() + 10
+    while any(client.run(_kept_runs()).values()) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not any(client.run(_kept_runs()).values())
 
 
 def test_local_n_starts_its_own_cluster_headless(world, served, tmp_path):
