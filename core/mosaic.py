@@ -272,7 +272,7 @@ def _compose(params: MosaicParams, grid: Grid, chosen: Sequence[SceneReport], st
     with io.CogWriter(path, grid, len(names), output.dtype_of(params.output_type), 0,
                       params.overwrite) as out, _planned(tiles, plan):
         tasks = _tasks(params, grid, blocks, light, meeting, options, outcome, run_id,
-                       outcome.seam_spec)
+                       outcome.seam_spec, _task_memory_mb(params.memory_mb, running))
         total = grid.width * grid.height
         done_px = 0
         quartered: Dict[int, int] = {}  # block -> its quarters done (after an OOM retry)
@@ -426,8 +426,8 @@ class _Outcome:
 
 def _tasks(params: MosaicParams, grid: Grid, blocks: Sequence[Block], light: Sequence[Pass],
            meeting: Sequence[FrozenSet[int]], options: Dict[str, object], outcome: _Outcome,
-           run_id: str = "", seam_spec: Optional[seams.SeamSpec] = None
-           ) -> Iterator[BlockTask]:
+           run_id: str = "", seam_spec: Optional[seams.SeamSpec] = None,
+           memory_mb: Optional[int] = None) -> Iterator[BlockTask]:
     """One task per block (`meeting`: the scenes whose footprint meets it), made when
     submitted (so it skips scenes found broken so far)."""
     spec = CompositeSpec(params.method, params.percentile, tuple(params.bands),
@@ -440,8 +440,17 @@ def _tasks(params: MosaicParams, grid: Grid, blocks: Sequence[Block], light: Seq
             block=block, passes=_only(light, scenes), aoi=_near(aoi, block.grid),
             composite=spec, mask=rule, gdal=options, read_workers=params.max_workers,
             skip=frozenset(outcome.broken), run_id=run_id, seams=seam_spec,
-            memory_mb=params.memory_mb,
+            memory_mb=memory_mb or params.memory_mb,
         )
+
+
+def _task_memory_mb(memory_mb: int, running: Running) -> int:
+    """The budget a block task gets where it runs: MEMORY_MB, or a Dask worker's memory
+    limit when that is lower (a worker keeps its share of it, the decoded tiles, between
+    the run's tasks; see core.blocks)."""
+    if not running.memory_limit:
+        return memory_mb
+    return max(1, min(memory_mb, running.memory_limit // (1024 * 1024)))
 
 
 def _meeting(passes: Sequence[Pass], grid: Grid) -> FrozenSet[int]:

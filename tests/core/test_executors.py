@@ -186,6 +186,21 @@ def test_a_worker_keeps_a_runs_tiles_for_its_next_blocks_then_lets_them_go(
     assert not any(client.run(_kept_runs()).values())
 
 
+def test_a_worker_budgets_its_tiles_from_its_own_memory_limit(world, served, tmp_path):
+    """MEMORY_MB 4096 on a worker limited to 1 GiB: its tasks get 1024 MB, so the tiles it
+    keeps between them are held to a quarter of that, not a quarter of 4096 MB."""
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=True,
+                                  host="127.0.0.1", dashboard_address="127.0.0.1:0",
+                                  silence_logs=40, memory_limit="1GiB") as c, \
+            distributed.Client(c) as client:
+        result = build_mosaic(small(world, served, tmp_path / "w.tif", memory_mb=4096,
+                                    executor=c.scheduler_address))
+        budgets = client.run(lambda: [kept.pools.tiles.budget for kept in __import__(
+            "clearsky.core.blocks").core.blocks._KEPT.values()])
+    assert result.failed_blocks == () and (pixels(result.output)[0][0] > 0).mean() > 0.5
+    assert list(budgets.values()) == [[256 * 1024 * 1024]], budgets
+
+
 def test_local_n_starts_its_own_cluster_headless(world, served, tmp_path):
     threads = build_mosaic(small(world, served, tmp_path / "t.tif", block_size=128))
     local = build_mosaic(small(world, served, tmp_path / "l.tif", block_size=128,
