@@ -13,7 +13,8 @@ Cases (--cases, comma separated):
                  lattice) and `warped` (EPSG:3035 over tiles of UTM zones 32 and 33);
                  Clearsky's Python API, Clearsky through `qgis_process`, odc-stac
   chunks         odc-stac's median (aligned) once per dask chunk size (--chunks)
-  scaling        Clearsky's median (aligned) at AOI area x1, x4, x16, x64
+  scaling        Clearsky's median (aligned) at AOI area x1, x4, x16, x64 (and each
+                 --core-patch engine, interleaved: a table per engine)
   passes         Clearsky on a 1 km AOI over 1,000 passes (the archive's 10, repeated)
   cloudcheck     the AOI cloud check of 50 scenes, both tools (not in the default set)
 Writes bench/results/results.{json,md}.
@@ -180,10 +181,12 @@ def chunk_case(ctx: Context, work: Workload, chunks: Sequence[int]) -> List[Run]
 def scaling_case(ctx: Context, stac_url: str, sides: Sequence[float], threads: int
                  ) -> List[Run]:
     works = [harness.plan(stac_url, s, threads, CRS, "aligned") for s in sides]
+    engines = [("bench", None)] + list(ctx.variants)  # --core-patch engines, interleaved
+    jobs = [(w, env, path) for w in works for env, path in engines]
     runs = []
     for r in range(ctx.rounds):
-        for w in _rotated(works, r):
-            run = _job(ctx, "median", w, "clearsky", "bench", r)
+        for w, env, path in _rotated(jobs, r):
+            run = _job(ctx, "median", w, "clearsky", env, r, pythonpath=path)
             run.case = f"scaling x{(w.side_km / sides[0]) ** 2:g}"
             run.floor_bytes = ctx.floor(w, run.result["contributed"])
             runs.append(run)
@@ -351,12 +354,21 @@ def chunk_table(summary: List[dict]) -> str:
 
 
 def scaling_table(summary: List[dict]) -> str:
-    rows = sorted([s for s in summary if s["case"].startswith("scaling")],
-                  key=lambda s: s["aoi_km"])
+    """One table per engine (the bench's own first, then each --core-patch's)."""
+    envs = sorted({s["env"] for s in summary if s["case"].startswith("scaling")},
+                  key=lambda e: (e != "bench", e))
+    return "\n\n".join(_scaling_rows([s for s in summary if s["case"].startswith("scaling")
+                                       and s["env"] == env], env if env != "bench" else "")
+                        for env in envs)
+
+
+def _scaling_rows(rows: List[dict], engine: str) -> str:
+    rows = sorted(rows, key=lambda s: s["aoi_km"])
     if not rows:
         return ""
-    lines = ["| area | AOI km | time s | time / time(x1) | peak RSS MB | RSS / RSS(x1) | "
-             "requests | served/floor | peak in flight |", "|---|---|---|---|---|---|---|---|---|"]
+    lines = [f"Engine: {engine}\n"] if engine else []
+    lines += ["| area | AOI km | time s | time / time(x1) | peak RSS MB | RSS / RSS(x1) | "
+              "requests | served/floor | peak in flight |", "|---|---|---|---|---|---|---|---|---|"]
     t1, m1 = rows[0]["seconds"]["median"], rows[0]["peak_rss_mb"]["median"]
     for s in rows:
         lines.append(
@@ -420,8 +432,8 @@ def targets(summary: List[dict]) -> str:
             f"{cs['peak_rss_mb']['median']:.0f} vs {pick['peak_rss_mb']['median']:.0f} MB "
             f"(chunk {pick['chunk']}, the lowest RSS within 10 % of its fastest) = {rss:.2f}x",
             rss <= 0.5)
-    rows = sorted([s for s in summary if s["case"].startswith("scaling")],
-                  key=lambda s: s["aoi_km"])
+    rows = sorted([s for s in summary if s["case"].startswith("scaling")
+                   and s["env"] == "bench"], key=lambda s: s["aoi_km"])
     if len(rows) >= 2:
         a, b = rows[0], rows[-1]
         area = (b["aoi_km"] / a["aoi_km"]) ** 2
