@@ -10,6 +10,7 @@ submits, and is the only writer of the output.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import hashlib
 import os
@@ -210,7 +211,9 @@ class _Kept:
     timer: Optional[threading.Timer] = None
 
     def close(self) -> None:
-        self.pools.shutdown()
+        # not waiting: a task that failed mid-block may leave reads running, bounded only
+        # by GDAL's time-outs; their datasets close when they end (TileCache.end)
+        self.pools.shutdown(wait=False)
         self.pools.tiles.end()
 
 
@@ -246,6 +249,18 @@ def _kept_pools(task: BlockTask) -> Iterator[ReadPools]:
                 kept.timer = threading.Timer(KEPT_IDLE_S, _close_idle, (run_id, kept))
                 kept.timer.daemon = True
                 kept.timer.start()
+
+
+@atexit.register
+def _close_kept() -> None:
+    """At the worker's exit: no dataset may outlive GDAL."""
+    with _SHARED_LOCK:
+        kept = list(_KEPT.values())
+        _KEPT.clear()
+    for k in kept:
+        if k.timer is not None:
+            k.timer.cancel()
+        k.close()
 
 
 def _close_idle(run_id: str, kept: _Kept) -> None:

@@ -476,6 +476,10 @@ def _source(tiles: TileCache, path: str, kwargs: Dict[str, object], key: tuple):
     source = tiles.handles.get(key)
     if source is not None:
         return source
+    with tiles.opening(path):  # an open under way: wait for it holding no request slot
+        source = tiles.handles.get(key)
+    if source is not None:
+        return source
     with tiles.requests, tiles.opening(path):  # in this order: see TileCache.opening
         source = tiles.handles.get(key)
         if source is None:
@@ -510,6 +514,8 @@ def _request_open(path: str, kwargs: Dict[str, object]):
     tiles: Optional[TileCache] = getattr(_local, "tiles", None)
     if tiles is None or not path.startswith("/vsi"):
         return rasterio.open(path, **kwargs)
+    with tiles.opening(path):  # an open under way: let it finish holding no request slot
+        pass  # (its header is then in GDAL's cache for this one)
     with tiles.requests, tiles.opening(path):  # in this order: see TileCache.opening
         return rasterio.open(path, **kwargs)
 

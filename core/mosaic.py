@@ -569,7 +569,11 @@ def _wait(future: Future, progress: Progress, block: str,
             waited = time.monotonic() - started
             if not reported and waited >= stalls.STALL_REPORT_S:
                 reported = True
-                progress.info(stalls.stall_message(block, waited, where))
+                try:  # a report of a slow block must never end the run
+                    progress.info(stalls.stall_message(block, waited, where))
+                except Exception as exc:
+                    progress.info(f"Block {block}: waited {waited:.0f} s for it; could not "
+                                  f"say where it waits ({type(exc).__name__}: {exc})")
 
 
 def _out_of_memory(exc: BaseException) -> bool:

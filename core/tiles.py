@@ -139,7 +139,8 @@ class TileCache:
         """The lock one file's opens take in turn (one per file of the run). Take a request
         slot first, then this lock: a fetch that must open another handle of its file holds
         its slot already, so an open holding this lock while it waited for a slot could
-        wait for that fetch forever, and the fetch for it."""
+        wait for that fetch forever, and the fetch for it. To wait for another thread's
+        open, take this lock alone first (holding it, wait for nothing else)."""
         with self._lock:
             return self._opening.setdefault(path, threading.Lock())
 

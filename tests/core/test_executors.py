@@ -140,6 +140,23 @@ def test_a_stalled_block_says_where_its_reads_wait_and_the_run_finishes(
     assert result.failed_blocks == () and (pixels(result.output)[0][0] > 0).mean() > 0.5
 
 
+def test_a_stall_report_that_fails_does_not_end_the_run(world, served, assets, tmp_path,
+                                                         monkeypatch):
+    def broken(*args):
+        raise RuntimeError("no frames today")
+
+    monkeypatch.setattr(stalls, "STALL_REPORT_S", 1.0)
+    monkeypatch.setattr(stalls, "stall_message", broken)
+    assets.configure(faults=[{"path": "*/red.tif", "kind": "timeout", "count": 1,
+                              "hold_s": 3}])
+    said = []
+    result = build_mosaic(small(world, served, tmp_path / "s.tif", block_size=256),
+                          CallbackProgress(on_info=said.append))
+    assert any("could not say where it waits (RuntimeError: no frames today)" in m
+               for m in said), said
+    assert result.failed_blocks == () and (pixels(result.output)[0][0] > 0).mean() > 0.5
+
+
 def _kept_runs():
     """A function for `client.run`: on a worker, the runs whose read pools it keeps, with
     their tile cache figures (a lambda, which Dask sends by value: this module is not
@@ -162,11 +179,12 @@ def test_a_worker_keeps_a_runs_tiles_for_its_next_blocks_then_lets_them_go(
         world, served, tmp_path, cluster):
     """Blocks of one run on one worker share its opened files and decoded tiles (a tile
     fetched for one 64 px block serves the next ones), and once no block of the run has
-    come for KEPT_IDLE_S (1 s here) the worker closes them."""
+    come for KEPT_IDLE_S (5 s here: the COG is written after the last block) the worker
+    closes them."""
     _, client = cluster
     client.run(_close_kept_runs())  # earlier tests' runs, idle for less than 30 s
     assert not any(client.run(_kept_runs()).values())
-    client.run(_set_kept_idle(1.0))
+    client.run(_set_kept_idle(5.0))
     try:
         result = build_mosaic(small(world, served, tmp_path / "k.tif",
                                     executor=client.scheduler.address))
@@ -180,7 +198,7 @@ def test_a_worker_keeps_a_runs_tiles_for_its_next_blocks_then_lets_them_go(
         (figures,) = runs.values()
         assert figures["users"] == 0, figures
         assert figures["hits"] > figures["fetched"] > 0, figures  # tiles served again
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + 20
     while any(client.run(_kept_runs()).values()) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert not any(client.run(_kept_runs()).values())

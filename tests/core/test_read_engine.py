@@ -888,6 +888,46 @@ def test_a_fetch_reopening_its_file_while_another_thread_opens_it_finishes(tmp_p
         rasterio.shutil.delete(path)
 
 
+def test_a_thread_waiting_for_another_threads_open_leaves_its_request_slot_free(served, assets):
+    """Two request slots. A's open of file X is held 3 s by the server (then dropped); B
+    asks for X meanwhile and waits for A's open; C opens file Y. C gets the free slot at
+    once: B waits for the open without a slot (taking a slot first, B held C up until A's
+    open ended)."""
+    x, y = sorted(served.root.glob("data/*/*/red.tif"))[:2]
+    url = {t: io.gdal_path(f"{assets.url}/{t.relative_to(served.root).as_posix()}")
+           for t in (x, y)}
+    assets.configure(faults=[{"path": "/" + x.relative_to(served.root).as_posix(),
+                              "kind": "timeout", "count": 1, "hold_s": 3}])
+    tiles = TileCache(64 * 2**20, requests=2)
+    kwargs = {"driver": "GTiff"}
+    ended = {}
+
+    def open_(name, t):
+        try:
+            with rasterio.Env(**io.gdal_options(2)):
+                io._source(tiles, url[t], kwargs, (url[t], None))
+        except Exception as exc:  # A's held request is dropped: its open fails
+            ended[name + " error"] = type(exc).__name__
+        ended[name] = time.monotonic()
+
+    threads = {n: threading.Thread(target=open_, args=(n, t), daemon=True)
+               for n, t in (("A", x), ("B", x), ("C", y))}
+    try:
+        t0 = time.monotonic()
+        threads["A"].start()
+        time.sleep(0.3)
+        threads["B"].start()
+        time.sleep(0.3)
+        threads["C"].start()
+        for t in threads.values():
+            t.join(30)
+        assert not any(t.is_alive() for t in threads.values())
+    finally:
+        tiles.end()
+    assert ended["A"] - t0 > 2.5, ended  # the held open
+    assert ended["C"] - t0 < 2.0 and "C error" not in ended, ended
+
+
 AOI_CHECK_RSS = textwrap.dedent("""
     import json, sys
     from datetime import datetime, timezone
