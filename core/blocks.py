@@ -211,24 +211,25 @@ class _Kept:
     timer: Optional[threading.Timer] = None
 
     def close(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
         # not waiting: a task that failed mid-block may leave reads running, bounded only
         # by GDAL's time-outs; their datasets close when they end (TileCache.end)
         self.pools.shutdown(wait=False)
         self.pools.tiles.end()
 
 
-_KEPT: Dict[str, _Kept] = {}  # run id -> its kept pools, least recently used first
+_KEPT: Dict[str, _Kept] = {}  # run id -> its kept pools
 
 
 @contextlib.contextmanager
 def _kept_pools(task: BlockTask) -> Iterator[ReadPools]:
     run_id = task.run_id
     with _SHARED_LOCK:
-        kept = _KEPT.pop(run_id, None)
+        kept = _KEPT.get(run_id)
         if kept is None:
             tiles = io.new_tiles(task.memory_mb, task.read_workers)
-            kept = _Kept(ReadPools(task.read_workers, task.gdal, tiles))
-        _KEPT[run_id] = kept  # now the most recently used
+            kept = _KEPT[run_id] = _Kept(ReadPools(task.read_workers, task.gdal, tiles))
         kept.users += 1
         if kept.timer is not None:
             kept.timer.cancel()
@@ -237,8 +238,6 @@ def _kept_pools(task: BlockTask) -> Iterator[ReadPools]:
         # would take twice the worker's share of MEMORY_MB
         stale = [_KEPT.pop(k) for k, v in list(_KEPT.items()) if v.users == 0]
     for old in stale:
-        if old.timer is not None:
-            old.timer.cancel()
         old.close()
     try:
         yield kept.pools
@@ -258,8 +257,6 @@ def _close_kept() -> None:
         kept = list(_KEPT.values())
         _KEPT.clear()
     for k in kept:
-        if k.timer is not None:
-            k.timer.cancel()
         k.close()
 
 

@@ -29,7 +29,7 @@ def pytest_configure(config) -> None:
     so the engine's 4 KB (io.gdal_options) held only when an engine read came first and 16
     KB when a fixture's cache clear did, and byte counts changed with the test order (the
     estimate test failed only under some orders). The suite runs at GDAL's 16 KB default;
-    the benchmark's processes read at 4 KB (README, "Known gaps")."""
+    the benchmark's processes read at 4 KB (README, "Known limits")."""
     if signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
         signal.signal(signal.SIGTERM, _terminate_as_interrupt)
     from osgeo import gdal

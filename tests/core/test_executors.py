@@ -131,7 +131,6 @@ def test_a_stalled_block_says_where_its_reads_wait_and_the_run_finishes(
     stalled = [m for m in said if "has not finished after" in m]
     assert len(stalled) == 1, said
     message = stalled[0]
-    print(message)
     assert message.startswith("Block ") and "Where it waits: " in message
     where = message.split("Where it waits: ", 1)[1]
     assert "clearsky-" in where and ".py:" in where, where  # a read thread, at its frames
