@@ -396,8 +396,9 @@ def check_window(height: int, width: int, dtype, limit: int) -> None:
     if size > limit:
         raise ReadError(
             f"A read of {width} x {height} pixels ({size_text(size)}) exceeds the "
-            f"{size_text(limit)} one read may take under the memory budget: raise MEMORY_MB, "
-            "or use a coarser resolution or a smaller AOI.")
+            f"{size_text(limit)} one read may take under the memory budget: raise MEMORY_MB "
+            "(on Dask workers it is capped at their memory limit), or use a coarser "
+            "resolution or a smaller AOI.")
 
 
 def tile_rows(xs: Coords, ys: Coords, shape: Tuple[int, int], margin: float, rows: range,
